@@ -1,0 +1,247 @@
+"""``Problem``: a network shape, a target and an input law, from a configuration mapping.
+
+A problem fixes everything in ``L(theta) = int |N_theta(x) - f(x)|^2 mu(dx)`` except ``theta``
+(MATH.md sections 1-3)::
+
+    network: {input_dim: 1, width: 8, output_dim: 1}   # d, H, k (input_dim, output_dim default 1)
+    domain: [0.0, 1.0]                                # [a, b] (the cube [a, b]^d); default [0, 1]
+    target: {kind: affine, slope: 2.0, intercept: -1.0}   # see reluflow.targets
+    measure: {kind: uniform}                          # see reluflow.measures; default uniform (d = 1)
+
+Evaluation paths:
+
+- ``d = 1`` with a density: the exact kernel ``risk_and_gradient(theta, table, width)`` on the
+  :class:`~reluflow.piecewise.PiecewiseTable` of target and density, from :mod:`reluflow._kernels1d`
+  (numba, ``backend="numba"``, the default) or :mod:`reluflow.exact1d` (pure numpy, ``backend="numpy"``);
+  the kernel module is imported on first use;
+- a discrete measure (any ``d``): :func:`reluflow.discrete.risk_and_gradient`, exact for that measure.
+
+Every configuration error raises :class:`~reluflow.validation.ConfigError` naming the key, inside
+:meth:`Problem.from_config` and before any points, tables or kernels are built.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+import numpy as np
+
+from reluflow import discrete
+from reluflow.measures import DiscreteMeasure, discrete_measure, parse_measure, piecewise_table
+from reluflow.network import check_theta, n_params, realization as network_realization
+from reluflow.targets import Target, parse_target
+from reluflow.validation import ConfigError, check_mapping, fail, integer, real
+
+BACKENDS = ("numba", "numpy")
+
+#: elements of one (runs x points x neurons) work array in :meth:`Problem.realization`
+_CHUNK_ELEMENTS = 2**21
+
+
+def _parse_network(raw: Any) -> dict:
+    check_mapping("network", raw, required={"width"}, optional={"input_dim", "output_dim"})
+    return {
+        "input_dim": integer("network.input_dim", raw.get("input_dim", 1), minimum=1),
+        "width": integer("network.width", raw["width"], minimum=1),
+        "output_dim": integer("network.output_dim", raw.get("output_dim", 1), minimum=1),
+    }
+
+
+def _parse_domain(raw: Any) -> tuple[float, float]:
+    if not isinstance(raw, (list, tuple)) or len(raw) != 2:
+        fail("domain", f"must be a list [a, b] of two numbers, got {raw!r}")
+    a, b = real("domain[0]", raw[0]), real("domain[1]", raw[1])
+    if not a < b:
+        fail("domain", f"needs a < b, got [{a!r}, {b!r}]")
+    return a, b
+
+
+class Problem:
+    """A shallow ReLU regression problem ``L(theta) = int |N_theta(x) - f(x)|^2 mu(dx)``.
+
+    Build it with :meth:`from_config`. Attributes: ``config`` (the normalized configuration, JSON-ready,
+    defaults filled in; ``Problem.from_config(problem.config)`` gives the same problem), ``input_dim``
+    (d), ``width`` (H), ``output_dim`` (k), ``domain`` ((a, b)), ``n_params`` (``d H + H + k H + k``),
+    ``backend`` (``"numba"`` or ``"numpy"``: which d = 1 kernel is used; assignable), ``table`` (the
+    :class:`~reluflow.piecewise.PiecewiseTable` of a d = 1 density problem, else ``None``) and
+    ``discrete_measure`` (the :class:`~reluflow.measures.DiscreteMeasure`, else ``None``).
+
+    ``theta`` arguments have shape ``(..., n_params)`` (any leading batch shape, also ``()``), laid out as
+    in MATH.md section 1 (:mod:`reluflow.network`); results keep the batch shape.
+    """
+
+    def __init__(self, config: dict, target: Target, table, measure: DiscreteMeasure | None, backend: str = "numba"):
+        self._config = config
+        self._target = target
+        self.table = table
+        self.discrete_measure = measure
+        network = config["network"]
+        self.input_dim = int(network["input_dim"])
+        self.width = int(network["width"])
+        self.output_dim = int(network["output_dim"])
+        self.domain = (float(config["domain"][0]), float(config["domain"][1]))
+        self.n_params = n_params(self.input_dim, self.width, self.output_dim)
+        self.backend = backend
+        if measure is not None:
+            self._target_values = np.ascontiguousarray(target.evaluate(measure.points))
+
+    # ------------------------------------------------------------------------------------------------
+    # construction
+
+    @classmethod
+    def from_config(cls, mapping: Mapping, backend: str = "numba") -> "Problem":
+        """Validate ``mapping`` (keys ``network``, ``domain``, ``target``, ``measure``) and build the problem.
+
+        Raises :class:`~reluflow.validation.ConfigError` (a ``ValueError``) whose message starts with the
+        dotted key path of the first offending value; ``backend`` must be ``"numba"`` or ``"numpy"``.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: must be one of {list(BACKENDS)}, got {backend!r}")
+        mapping = copy.deepcopy(mapping)  # never alias the caller's data
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"config: must be a mapping, got {type(mapping).__name__} {mapping!r}")
+        # top-level keys are named bare ("network.width"), so that an enclosing configuration can prefix them
+        check_mapping("", mapping, required={"network", "target"}, optional={"domain", "measure"})
+        network = _parse_network(mapping["network"])
+        d, k = network["input_dim"], network["output_dim"]
+        domain = _parse_domain(mapping.get("domain", [0.0, 1.0]))
+        target, target_config = parse_target(mapping["target"], "target", d, domain)
+        if target.output_dim != k:
+            fail("target", f"has {target.output_dim} output(s) but network.output_dim = {k}")
+        if "measure" not in mapping and d > 1:
+            fail("measure", f"is required for input_dim = {d} > 1 (a discrete measure: qmc, gauss_legendre or data)")
+        measure_config, density = parse_measure(mapping.get("measure", {"kind": "uniform"}), "measure", d, domain)
+        config = {"network": network, "domain": list(domain), "target": target_config, "measure": measure_config}
+        # everything is validated: now the work (tables, points, target values)
+        if density is not None:
+            return cls(config, target, piecewise_table(target, density, domain), None, backend)
+        return cls(config, target, None, discrete_measure(measure_config, d, domain), backend)
+
+    @property
+    def config(self) -> dict:
+        """The normalized configuration (a fresh deep copy: JSON-ready, safe to modify)."""
+        return copy.deepcopy(self._config)
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            raise ValueError(f"backend: must be one of {list(BACKENDS)}, got {value!r}")
+        self._backend = value
+
+    def __repr__(self) -> str:
+        c = self._config
+        return (
+            f"Problem(d={self.input_dim}, H={self.width}, k={self.output_dim}, domain={list(self.domain)}, "
+            f"target={c['target']['kind']!r}, measure={c['measure']['kind']!r})"
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # pointwise
+
+    def _points(self, x) -> np.ndarray:
+        """``x`` as ``(P, d)``: for d = 1 ``(P,)`` or ``(P, 1)``, for d > 1 ``(P, d)``; finite."""
+        try:
+            x = np.asarray(x, dtype=float)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"x: must be an array of numbers: {err}") from None
+        d = self.input_dim
+        if d == 1 and x.ndim == 1:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[1] != d:
+            expected = "(P,) or (P, 1)" if d == 1 else f"(P, {d})"
+            raise ValueError(f"x: expected shape {expected} for input_dim = {d}, got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("x: entries must be finite")
+        return np.ascontiguousarray(x)
+
+    def _outputs(self, values: np.ndarray) -> np.ndarray:
+        """Drop the trailing output axis when k = 1 (the documented shape convention)."""
+        return values[..., 0] if self.output_dim == 1 else values
+
+    def target(self, x) -> np.ndarray:
+        """The target ``f`` at points ``x``: shape ``(P,)`` when k = 1, ``(P, k)`` when k > 1.
+
+        Evaluated from its definition (:mod:`reluflow.targets`), also outside ``[a, b]`` where that makes
+        sense (a ``piecewise_linear`` target is constant beyond its end knots).
+        """
+        return self._outputs(self._target.evaluate(self._points(x)))
+
+    def realization(self, theta, x) -> np.ndarray:
+        """``N_theta(x) = c + V relu(W x + b)``: shape ``batch + (P,)`` when k = 1, ``batch + (P, k)`` when k > 1."""
+        theta = check_theta(theta, self.n_params)
+        x = self._points(x)
+        batch = theta.shape[:-1]
+        flat = theta.reshape(-1, self.n_params)
+        out = np.empty((flat.shape[0], x.shape[0], self.output_dim))
+        rows = max(1, _CHUNK_ELEMENTS // max(1, x.shape[0] * max(self.width, self.output_dim)))
+        for start in range(0, flat.shape[0], rows):
+            out[start : start + rows] = network_realization(
+                flat[start : start + rows], x, self.input_dim, self.width, self.output_dim
+            )
+        return self._outputs(out.reshape(batch + out.shape[1:]))
+
+    # ------------------------------------------------------------------------------------------------
+    # risk and generalized gradient
+
+    def _exact_kernel(self):
+        """The d = 1 kernel ``risk_and_gradient(theta (M, n), table, width)`` of the chosen backend."""
+        if self._backend == "numba":
+            from reluflow._kernels1d import risk_and_gradient
+        else:
+            from reluflow.exact1d import risk_and_gradient
+        return risk_and_gradient
+
+    def risk_and_gradient(self, theta) -> tuple[np.ndarray, np.ndarray]:
+        """``L(theta)`` (shape ``batch``) and ``G(theta)`` (shape ``batch + (n_params,)``) in one pass.
+
+        ``G`` is the generalized gradient of MATH.md section 2 (strict active sets, relu'(0) = 0).
+        """
+        theta = check_theta(theta, self.n_params)
+        batch = theta.shape[:-1]
+        flat = np.ascontiguousarray(theta.reshape(-1, self.n_params))
+        if flat.shape[0] == 0:
+            return np.empty(batch), np.empty(batch + (self.n_params,))
+        if self.table is not None:
+            risk, grad = self._exact_kernel()(flat, self.table, self.width)
+        else:
+            measure = self.discrete_measure
+            risk, grad = discrete.risk_and_gradient(flat, measure.points, measure.weights, self._target_values, self.width)
+        risk = np.asarray(risk, dtype=float).reshape(batch)
+        grad = np.asarray(grad, dtype=float).reshape(batch + (self.n_params,))
+        return risk, grad
+
+    @property
+    def has_jacobian(self) -> bool:
+        """Whether :meth:`gradient_jacobian` is available (d = 1 laws with a density)."""
+        return self.table is not None
+
+    def gradient_jacobian(self, theta) -> np.ndarray:
+        """``dG/dtheta`` (the Hessian of the risk where it exists), shape ``batch + (n_params, n_params)``.
+
+        Exact for d = 1 laws with a density, including the terms from kinks that move with the
+        parameters (:mod:`reluflow.jacobian1d`); used by the stiff solvers.
+        """
+        if self.table is None:
+            raise ValueError("gradient_jacobian: only available for d = 1 input laws with a density")
+        from reluflow.jacobian1d import gradient_jacobian
+
+        theta = check_theta(theta, self.n_params)
+        batch = theta.shape[:-1]
+        flat = np.ascontiguousarray(theta.reshape(-1, self.n_params))
+        if flat.shape[0] == 0:
+            return np.empty(batch + (self.n_params, self.n_params))
+        jac = gradient_jacobian(flat, self.table, self.width, backend=self._backend)
+        return np.asarray(jac, dtype=float).reshape(batch + (self.n_params, self.n_params))
+
+    def risk(self, theta) -> np.ndarray:
+        """``L(theta) = int |N_theta(x) - f(x)|^2 mu(dx)``; shape ``batch``."""
+        return self.risk_and_gradient(theta)[0]
+
+    def generalized_gradient(self, theta) -> np.ndarray:
+        """``G(theta)`` of MATH.md section 2; shape ``batch + (n_params,)``."""
+        return self.risk_and_gradient(theta)[1]
