@@ -1,0 +1,148 @@
+"""Vector fields of the gradient flows (MATH.md sections 2 and 4).
+
+- :class:`StandardFlow`: ``dTheta/dt = -G(Theta)`` (JR), with ``G`` the generalized gradient.
+- :class:`NormalizedFlow`: ``dTheta/dt = -P(Theta) G(Theta)`` (EJRW), restricted to
+  ``M = {theta : |u_i| = 1 for every neuron i}``, ``u_i = (w_i, b_i)``.
+- :func:`project_to_manifold`: the realization-preserving map of a parameter onto ``M``.
+
+A vector field is an object with ``rhs(theta) -> velocity`` on batches ``(m, n_params)`` and
+``evaluate(theta) -> FlowEvaluation`` (risk, gradient and velocity in one pass). Along either flow
+``dL/dt = -|velocity|^2``, which gives the energy identity the integrators check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FlowEvaluation:
+    """Risk ``L``, generalized gradient ``G`` and velocity ``F`` (``-G`` or ``-P G``) of a batch."""
+
+    risk: np.ndarray
+    gradient: np.ndarray
+    velocity: np.ndarray
+
+
+def neuron_block_indices(problem) -> np.ndarray:
+    """Flat indices of the neuron blocks ``u_i = (w_i, b_i)``, shape ``(H, d + 1)``.
+
+    Layout (MATH.md section 1): ``W`` row-major at ``i*d + j``, then ``b`` at ``d*H + i``.
+    """
+    d, h = problem.input_dim, problem.width
+    w_idx = np.arange(d * h).reshape(h, d)
+    b_idx = d * h + np.arange(h)
+    return np.concatenate([w_idx, b_idx[:, None]], axis=1)
+
+
+def outer_weight_indices(problem) -> np.ndarray:
+    """Flat indices of the outer weights ``V[:, i]`` per neuron, shape ``(H, k)``."""
+    d, h, k = problem.input_dim, problem.width, problem.output_dim
+    return (d * h + h) + np.arange(k * h).reshape(k, h).T
+
+
+def tangent_projection(problem, theta: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``P(theta) g``: remove from each neuron block ``g_{u_i}`` its component along ``u_i``.
+
+    ``(P g)_{u_i} = g_{u_i} - (g_{u_i} . u_i / |u_i|^2) u_i``; the ``V`` and ``c`` components are unchanged.
+    On ``M`` (``|u_i| = 1``) this is MATH.md's ``g_{u_i} - (g_{u_i} . u_i) u_i``. Dividing by ``|u_i|^2``
+    makes ``d|u_i|^2/dt = 0`` exactly for the continuous flow wherever it starts, so an integrator's
+    constraint drift measures only its own error. A block with ``u_i = 0`` is left unchanged.
+    """
+    idx = neuron_block_indices(problem)
+    u = theta[..., idx]
+    gu = g[..., idx]
+    uu = np.sum(u * u, axis=-1, keepdims=True)
+    coef = np.divide(np.sum(gu * u, axis=-1, keepdims=True), uu, out=np.zeros_like(uu), where=uu > 0)
+    out = np.array(g, dtype=float, copy=True)
+    out[..., idx] = gu - coef * u
+    return out
+
+
+def constraint_drift(problem, theta: np.ndarray) -> np.ndarray:
+    """``max_i ||u_i| - 1|`` for each parameter vector: the distance from the manifold ``M``."""
+    u = theta[..., neuron_block_indices(problem)]
+    return np.max(np.abs(np.sqrt(np.sum(u * u, axis=-1)) - 1.0), axis=-1)
+
+
+def project_to_manifold(problem, theta: np.ndarray) -> np.ndarray:
+    """Map ``theta`` onto ``M`` without changing its realization (MATH.md section 4).
+
+    ``u_i -> u_i / |u_i|`` and ``V[:, i] -> |u_i| V[:, i]``: positive homogeneity of relu keeps
+    ``V[:, i] relu(w_i . x + b_i)``. A neuron with ``u_i = 0`` contributes nothing; it becomes
+    ``u_i = (0, ..., 0, 1)`` (a unit bias) with ``V[:, i] = 0``, which also contributes nothing.
+    """
+    theta = np.array(theta, dtype=float, copy=True)
+    idx = neuron_block_indices(problem)
+    vidx = outer_weight_indices(problem)
+    u = theta[..., idx]
+    norm = np.sqrt(np.sum(u * u, axis=-1))
+    zero = norm == 0
+    safe = np.where(zero, 1.0, norm)
+    u_new = u / safe[..., None]
+    u_new[zero] = 0.0
+    u_new[..., -1] = np.where(zero, 1.0, u_new[..., -1])
+    v_new = theta[..., vidx] * norm[..., None]
+    theta[..., idx] = u_new
+    theta[..., vidx] = v_new
+    return theta
+
+
+class StandardFlow:
+    """The gradient flow of JR: ``dTheta/dt = -G(Theta)``."""
+
+    name = "standard"
+
+    def __init__(self, problem):
+        self.problem = problem
+
+    def evaluate(self, theta: np.ndarray) -> FlowEvaluation:
+        risk, grad = self.problem.risk_and_gradient(theta)
+        return FlowEvaluation(risk=risk, gradient=grad, velocity=-grad)
+
+    def rhs(self, theta: np.ndarray) -> np.ndarray:
+        return -self.problem.generalized_gradient(theta)
+
+    def jac(self, theta: np.ndarray) -> np.ndarray:
+        """``d(-G)/d theta``: minus the Hessian of the risk where it exists (for stiff solvers)."""
+        return -self.problem.gradient_jacobian(theta)
+
+    def prepare(self, theta0: np.ndarray) -> np.ndarray:
+        """Initial states for this flow (the standard flow starts where it is told)."""
+        return np.array(theta0, dtype=float, copy=True)
+
+
+class NormalizedFlow:
+    """The normalized gradient flow of EJRW on ``M``: ``dTheta/dt = -P(Theta) G(Theta)``.
+
+    Along it ``dL/dt = -|P G|^2`` and every ``|u_i|`` is conserved. Initial states are first mapped
+    onto ``M`` by :func:`project_to_manifold`, which keeps their realization (and so their risk).
+    """
+
+    name = "normalized"
+
+    def __init__(self, problem):
+        self.problem = problem
+
+    def evaluate(self, theta: np.ndarray) -> FlowEvaluation:
+        risk, grad = self.problem.risk_and_gradient(theta)
+        return FlowEvaluation(risk=risk, gradient=grad, velocity=-tangent_projection(self.problem, theta, grad))
+
+    def rhs(self, theta: np.ndarray) -> np.ndarray:
+        return -tangent_projection(self.problem, theta, self.problem.generalized_gradient(theta))
+
+    def prepare(self, theta0: np.ndarray) -> np.ndarray:
+        return project_to_manifold(self.problem, theta0)
+
+
+FLOWS = {"standard": StandardFlow, "normalized": NormalizedFlow}
+
+
+def make_flow(name: str, problem):
+    """The vector field called ``name`` (``"standard"`` or ``"normalized"``) for ``problem``."""
+    try:
+        return FLOWS[name](problem)
+    except KeyError:
+        raise ValueError(f"flow: unknown flow {name!r}; expected one of {sorted(FLOWS)}") from None
