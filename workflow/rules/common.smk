@@ -1,0 +1,101 @@
+# Configuration loading and validation, and the helpers that cut it into per-rule slices.
+import json
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("8.20")
+
+
+# Structure first (JSON schema), then meaning (reluflow): both fail before any job is scheduled, with a
+# message that names the offending key; nothing under results/ is touched.
+validate(config, schema="../schemas/config.schema.yaml")
+
+from reluflow.scenario import resolve_scenarios
+from reluflow.validation import ConfigError
+
+try:
+    SCENARIOS = resolve_scenarios(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration: {err}") from None
+
+RESULTS = "results"
+
+
+def get_case(wildcards):
+    for case in SCENARIOS[wildcards.scenario]:
+        if case.name == wildcards.case:
+            return case
+    raise WorkflowError(
+        f"scenario {wildcards.scenario!r} has no case {wildcards.case!r}"
+    )
+
+
+def init_slice(wildcards):
+    """Slice for init jobs: the problem, the initialization and the names its seeds derive from."""
+    case = get_case(wildcards)
+    return json.dumps(
+        {
+            "scenario": case.scenario,
+            "case": case.name,
+            "label": case.label,
+            "problem": case.problem,
+            "init": case.init,
+            "batch_size": case.batch_size,
+        },
+        sort_keys=True,
+    )
+
+
+def flow_slice(wildcards):
+    """What a simulate job needs beyond its init file: one flow's settings."""
+    return json.dumps(get_case(wildcards).flow(wildcards.flow).settings, sort_keys=True)
+
+
+def scenario_slice(wildcards):
+    """What aggregation and figures need: the scenario's kind, cases and flows (no numbers are recomputed)."""
+    cases = SCENARIOS[wildcards.scenario]
+    return json.dumps(
+        {
+            "scenario": wildcards.scenario,
+            "kind": cases[0].kind,
+            "cases": [c.to_dict() for c in cases],
+        },
+        sort_keys=True,
+    )
+
+
+def batch_ids(case):
+    return [f"{b:03d}" for b in range(case.n_batches)]
+
+
+def trajectory_files(wildcards):
+    return [
+        f"{RESULTS}/{case.scenario}/trajectories/{case.name}/{flow.label}/batch{b}.nc"
+        for case in SCENARIOS[wildcards.scenario]
+        for flow in case.flows
+        for b in batch_ids(case)
+    ]
+
+
+def simulate_mem_mb(wildcards, attempt):
+    # theta (runs x saves x params) plus the solver's stages; generous, and doubled on a retry
+    return 1000 * attempt
+
+
+def simulate_runtime(wildcards, attempt):
+    # minutes, for SLURM; doubled on a retry
+    return 30 * attempt
+
+
+def final_targets():
+    out = []
+    for name in SCENARIOS:
+        out += [
+            f"{RESULTS}/{name}/summary.csv",
+            f"{RESULTS}/{name}/verdict.csv",
+            f"{RESULTS}/figures/{name}.pdf",
+            f"{RESULTS}/figures/{name}.png",
+        ]
+    out.append(f"{RESULTS}/verdicts.csv")
+    return out
