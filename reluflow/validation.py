@@ -143,3 +143,25 @@ def to_json(array_or_number: Any) -> Any:
     """A float array (or number) as JSON-ready data: nested lists of Python floats (or a float)."""
     array = np.asarray(array_or_number, dtype=float)
     return array.tolist() if array.ndim else float(array)
+
+
+def check_schema(value: Any, schema: Mapping, key: str = "") -> None:
+    """``value`` must satisfy the JSON ``schema``; otherwise raise ``ConfigError`` naming the key path.
+
+    The most relevant violation (``jsonschema.exceptions.best_match``) is reported as
+    ``"scenarios[0].name: 'Bad Name' does not match '^[a-z]...' (scenario name; ...)"``: the same
+    ``<key path>: <problem>`` form as every other check here, instead of a dump of the schema.
+    """
+    import jsonschema  # noqa: PLC0415 - only configuration checks need it
+
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator_cls.check_schema(schema)
+    error = jsonschema.exceptions.best_match(validator_cls(schema).iter_errors(value))
+    if error is None:
+        return
+    path = key
+    for part in error.absolute_path:
+        path = subkey(path, part)
+    hint = error.schema.get("description") if isinstance(error.schema, Mapping) else None
+    message = error.message + (f" ({hint})" if hint else "")
+    fail(path or "<top level>", message)

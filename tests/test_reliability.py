@@ -150,12 +150,14 @@ def test_killed_run_resumes_to_identical_results(completed_workflow, tmp_path):
     local, _ = completed_workflow
     workdir = copy_project(tmp_path / "killed")
     target = "results/jr_bounded_critical/summary.csv"
-    cmd = snakemake_command() + ["--cores", "2", "--configfile", "config/test.yaml", target]
+    # the target goes first: --configfile takes several values and would swallow it
+    cmd = snakemake_command() + [target, "--cores", "2", "--configfile", "config/test.yaml"]
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     logs = workdir / "results" / "logs" / "simulate"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not list(logs.rglob("*.log")):
+        assert proc.poll() is None, f"snakemake ended ({proc.returncode}) before any simulate job started"
         time.sleep(0.2)
     assert list(logs.rglob("*.log")), "no simulate job started"
     time.sleep(1.0)

@@ -245,3 +245,50 @@ def test_bad_points_raise_value_error_naming_x():
             problem.realization(theta, x)
         with pytest.raises(ValueError, match="^x: "):
             problem.target(x)
+
+
+_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["scenarios"],
+    "properties": {
+        "scenarios": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z]+$", "description": "scenario name"},
+                    "batch_size": {"type": "integer", "minimum": 1},
+                },
+            },
+        }
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "config, prefix",
+    [
+        ({"scenarios": [{"name": "ok"}, {"name": "Bad Name"}]}, "scenarios[1].name: 'Bad Name' does not match"),
+        ({"scenarios": [{"name": "ok", "batch_size": 0}]}, "scenarios[0].batch_size: 0 is less than the minimum"),
+        ({"scenarios": [{"name": "ok", "typo": 1}]}, "scenarios[0]: Additional properties are not allowed ('typo'"),
+        ({"scenarios": []}, "scenarios: [] should be non-empty"),
+        ({}, "<top level>: 'scenarios' is a required property"),
+    ],
+)
+def test_schema_errors_name_the_key_path(config, prefix):
+    from reluflow.validation import check_schema
+
+    with pytest.raises(ConfigError) as err:
+        check_schema(config, _SCHEMA)
+    assert str(err.value).startswith(prefix), str(err.value)
+
+
+def test_schema_error_carries_the_schema_description():
+    from reluflow.validation import check_schema
+
+    with pytest.raises(ConfigError, match=r"\(scenario name\)$"):
+        check_schema({"scenarios": [{"name": "X"}]}, _SCHEMA)
+    check_schema({"scenarios": [{"name": "ok", "batch_size": 3}]}, _SCHEMA)  # valid: no error

@@ -1,20 +1,25 @@
 # Configuration loading and validation, and the helpers that cut it into per-rule slices.
 import json
 
+import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("8.20")
 
 
 # Structure first (JSON schema), then meaning (reluflow): both fail before any job is scheduled, with a
 # message that names the offending key; nothing under results/ is touched.
-validate(config, schema="../schemas/config.schema.yaml")
-
+# reluflow's check_schema instead of snakemake.utils.validate: the same JSON schema, but the message
+# is "<key path>: <problem>" rather than a dump of the schema.
 from reluflow.scenario import resolve_scenarios
-from reluflow.validation import ConfigError
+from reluflow.validation import ConfigError, check_schema
+
+with open(workflow.source_path("../schemas/config.schema.yaml")) as schema_file:
+    CONFIG_SCHEMA = yaml.safe_load(schema_file)
 
 try:
+    check_schema(config, CONFIG_SCHEMA)
     SCENARIOS = resolve_scenarios(config)
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
