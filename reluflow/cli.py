@@ -101,11 +101,12 @@ def cmd_simulate(args) -> int:
     from reluflow.dataset import write_trajectory_dataset
     from reluflow.initfile import open_init_dataset
     from reluflow.problem import Problem
-    from reluflow.scenario import save_times
+    from reluflow.scenario import resolve_flow, save_times
     from reluflow.simulate import simulate
 
+    # the spec is checked before the (possibly large) init file is even opened
+    settings = resolve_flow("--spec", _spec(args.spec)).settings
     init_ds, init_spec = open_init_dataset(args.init)
-    settings = _spec(args.spec)
     problem = Problem.from_config(init_spec["problem"])
     progress = ProgressPrinter(f"{init_spec['scenario']}/{init_spec['case']}/{settings.get('label', '?')}") \
         if args.progress else None

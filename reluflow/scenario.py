@@ -204,7 +204,8 @@ def run_seed_sequence(scenario: str, case: str, run_id: int) -> np.random.SeedSe
     return np.random.SeedSequence(entropy=stable_entropy(scenario, case), spawn_key=(int(run_id),))
 
 
-def _resolve_flow(key: str, raw) -> FlowSpec:
+def resolve_flow(key: str, raw) -> FlowSpec:
+    """Validate one flow's settings (``raw``, found at ``key``), defaults filled in; ConfigError names the key."""
     _check_keys(key, raw, _FLOW_KEYS)
     settings = deep_merge(FLOW_DEFAULTS, raw)
     label = _check_name(f"{key}.label", settings.get("label", settings["flow"]))
@@ -271,7 +272,7 @@ def _resolve_case(key: str, scenario: Mapping, case_raw: Mapping, case_key: str)
     flows_raw = merged["flows"]
     if not isinstance(flows_raw, list) or not flows_raw:
         _fail(f"{key}.flows", "must be a non-empty list of flows")
-    flows = tuple(_resolve_flow(f"{key}.flows[{i}]", f) for i, f in enumerate(flows_raw))
+    flows = tuple(resolve_flow(f"{key}.flows[{i}]", f) for i, f in enumerate(flows_raw))
     labels = [f.label for f in flows]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
