@@ -181,7 +181,6 @@ def simulate(
     grad_norm = np.linalg.norm(grad.reshape(m, n_t, -1), axis=-1)
     param_norm = np.linalg.norm(theta, axis=-1)
     initial_risk = evaluate_rows(problem, y0)[0]
-    energy_residual = initial_risk[:, None] - risk - result.energy
     drift = constraint_drift(problem, theta) if normalized else None
 
     last = np.full((m, problem.n_params), np.nan)
@@ -206,28 +205,22 @@ def simulate(
         "flow": flow, "field": field_name, "solver": solver_used, "rtol": rtol, "atol": atol, "eta": eta,
         "gtol": gtol, "divergence_bound": divergence_bound, "max_steps": max_steps, "t_max": t_max,
     }
-    meta = dict(init or {})
-    meta["initial_risk"] = initial_risk
-    from reluflow.dataset import build_trajectory_dataset
+    from reluflow.dataset import build_from_solve_result
 
-    return build_trajectory_dataset(
-        theta=theta,
-        time=result.t,
+    # one place computes the energy-identity residual and stores the solver's info and step counts
+    return build_from_solve_result(
+        result,
         risk=risk,
         grad_norm=grad_norm,
         param_norm=param_norm,
-        energy_residual=energy_residual,
-        status=result.status,
-        t_final=result.t_final,
+        initial_risk=initial_risk,
         run_ids=run_ids,
         critical_risk=crit["critical_risk"],
         critical_grad_norm=crit["critical_grad_norm"],
         constraint_drift=drift,
-        init=meta,
+        init=dict(init or {}),
         extra={
-            "critical_distance": (("run",), crit["critical_distance"],
-                                  {"long_name": "distance from the final state to the polished critical point",
-                                   "units": "1"}),
+            "critical_distance": crit["critical_distance"],
             "decay_kind": (("run",), decay_kind,
                            {"long_name": "best model of L(t) - L_inf over the last two decades of t: "
                                          "power, exponential, settled (at rounding level) or undetermined",
@@ -238,10 +231,6 @@ def simulate(
             "decay_rate": (("run",), decay_rate,
                            {"long_name": "fitted lambda in L(t) - L_inf ~ C exp(-lambda t) over the last two decades",
                             "units": "1/time"}),
-            "n_steps": (("run", "time"), result.n_steps,
-                        {"long_name": "accepted solver steps up to this time", "units": "1"}),
-            "n_rejected": (("run", "time"), result.n_rejected,
-                           {"long_name": "rejected solver steps up to this time", "units": "1"}),
         },
         scenario=scenario,
         title=title or f"reluflow {flow} flow trajectories",
