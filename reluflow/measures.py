@@ -45,6 +45,7 @@ from numpy.polynomial import polynomial as npoly
 from reluflow.piecewise import PiecewiseTable
 from reluflow.validation import (
     boolean,
+    check_kind,
     check_mapping,
     choice,
     fail,
@@ -186,12 +187,7 @@ def parse_measure(raw: Any, key: str, input_dim: int, domain: tuple[float, float
     kinds the :class:`DensityMeasure` (``None`` for discrete kinds, whose points
     :func:`discrete_measure` generates from ``normalized``). Nothing expensive happens here.
     """
-    if not isinstance(raw, Mapping):
-        fail(key, f"must be a mapping with a 'kind', got {type(raw).__name__} {raw!r}")
-    kind = raw.get("kind")
-    if kind is None:
-        fail(subkey(key, "kind"), f"is required; expected one of {list(KINDS)}")
-    choice(subkey(key, "kind"), kind, KINDS)
+    kind = check_kind(key, raw, KINDS)
     if input_dim > 1 and kind in DENSITY_KINDS:
         fail(
             subkey(key, "kind"),

@@ -37,8 +37,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from reluflow.validation import (
+    check_kind,
     check_mapping,
-    choice,
     fail,
     real,
     real_array,
@@ -326,12 +326,7 @@ def parse_target(raw: Any, key: str, input_dim: int, domain: tuple[float, float]
     defaults filled in (``parse_target(normalized, ...)`` gives the same target). The number of outputs
     is ``target.output_dim``; comparing it with the network is the caller's job.
     """
-    if not isinstance(raw, Mapping):
-        fail(key, f"must be a mapping with a 'kind', got {type(raw).__name__} {raw!r}")
-    kind = raw.get("kind")
-    if kind is None:
-        fail(subkey(key, "kind"), f"is required; expected one of {list(KINDS)}")
-    choice(subkey(key, "kind"), kind, KINDS)
+    kind = check_kind(key, raw, KINDS)
     if input_dim > 1 and kind in ONE_DIMENSION_KINDS:
         fail(
             subkey(key, "kind"),

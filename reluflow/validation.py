@@ -91,6 +91,17 @@ def boolean(key: str, value: Any) -> bool:
     return bool(value)
 
 
+def check_kind(key: str, raw: Any, kinds: Iterable[str]) -> str:
+    """``raw`` must be a mapping whose ``kind`` is one of ``kinds``; returns the kind."""
+    kinds = list(kinds)
+    if not isinstance(raw, Mapping):
+        fail(key, f"must be a mapping with a 'kind', got {type(raw).__name__} {raw!r}")
+    kind = raw.get("kind")
+    if kind is None:
+        fail(subkey(key, "kind"), f"is required; expected one of {kinds}")
+    return choice(subkey(key, "kind"), kind, kinds)
+
+
 def choice(key: str, value: Any, choices: Iterable[str]) -> str:
     """One of the strings ``choices``."""
     choices = list(choices)
