@@ -32,7 +32,7 @@ defaults filled in) mapping; errors raise :class:`~reluflow.validation.ConfigErr
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

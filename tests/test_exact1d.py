@@ -23,7 +23,7 @@ from scipy.integrate import IntegrationWarning
 from quadrature_reference import risk_and_gradient_reference
 from reluflow import _kernels1d, exact1d
 from reluflow.piecewise import PiecewiseTable
-from tables1d import SPECIAL_H, case, cases, random_theta, special_theta, unpack
+from tables1d import SPECIAL_H, case, cases, random_theta, special_theta
 
 EPS = np.finfo(float).eps
 PATHS = {"numpy": exact1d.risk_and_gradient, "numba": _kernels1d.risk_and_gradient}

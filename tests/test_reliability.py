@@ -140,7 +140,7 @@ def test_truncated_trajectory_file_fails_aggregation_naming_the_file(completed_w
     proc = run_snakemake(workdir, "results/jr_single_neuron/summary.csv", check=False)
     out = proc.stdout + proc.stderr
     log = (workdir / "results" / "logs" / "aggregate" / "jr_single_neuron.log").read_text()
-    assert proc.returncode != 0
+    assert proc.returncode != 0, out[-2000:]
     assert str(victim.relative_to(workdir)) in log and "delete it and rerun" in log, log
     assert "Traceback" not in log
 

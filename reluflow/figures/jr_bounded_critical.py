@@ -55,7 +55,7 @@ def draw(spec, datasets, summary, verdict):
     t_right = 0.0
     div = ([], [], [])  # last finite (t, value) of diverged runs in panels a, b, c
     fail = ([], [], [])  # the same for runs the solver gave up on
-    crit_t, crit_r, crit_c = [], [], []
+    crit_r, crit_c = [], []
     for case in spec["cases"]:
         for flow in case["flows"]:
             ds = datasets[(case["case"], flow)]
