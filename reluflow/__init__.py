@@ -16,11 +16,9 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from reluflow.problem import Problem
+from reluflow.simulate import simulate  # the function: ``reluflow.simulate`` (the module is reluflow.simulate too,
+# but once this name is bound, ``reluflow.simulate`` is the function; ``from reluflow.simulate import ...`` still
+# reaches the module through sys.modules)
 
-try:  # the pieces land one issue at a time; the package must import at every stage
-    from reluflow.problem import Problem  # noqa: F401
-
-    __all__.append("Problem")
-except ImportError:  # pragma: no cover - only while the core is being built
-    pass
+__all__ = ["Problem", "__version__", "simulate"]

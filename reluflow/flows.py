@@ -133,8 +133,41 @@ class NormalizedFlow:
     def rhs(self, theta: np.ndarray) -> np.ndarray:
         return -tangent_projection(self.problem, theta, self.problem.generalized_gradient(theta))
 
+    def jac(self, theta: np.ndarray) -> np.ndarray:
+        """``dF/dtheta`` of ``F = -P G`` (for stiff solvers), from the exact Jacobian ``J = dG/dtheta``.
+
+        With ``s_i = (u_i . g_{u_i}) / |u_i|^2``, ``F_{u_i} = -(g_{u_i} - s_i u_i)`` and, differentiating,
+        ``dF_{u_i} = -(I - u_i u_i^T / |u_i|^2) dg_{u_i} + (u_i g_{u_i}^T / |u_i|^2 - 2 s_i u_i u_i^T / |u_i|^2
+        + s_i I) du_i``: the rows of ``u_i`` are ``-P J`` plus that matrix in the ``(u_i, u_i)`` block; the rows
+        of ``V`` and ``c`` are ``-J``. A block with ``u_i = 0`` (left unchanged by ``P``) has ``-J`` rows.
+        """
+        theta = np.asarray(theta, dtype=float)
+        grad = self.problem.generalized_gradient(theta)
+        jac_g = self.problem.gradient_jacobian(theta)
+        idx = neuron_block_indices(self.problem)  # (H, q)
+        u = theta[..., idx]  # (..., H, q)
+        gu = grad[..., idx]
+        uu = np.sum(u * u, axis=-1)  # (..., H)
+        live = uu > 0
+        inv = np.divide(1.0, uu, out=np.zeros_like(uu), where=live)
+        s = np.sum(gu * u, axis=-1) * inv
+        rows = jac_g[..., idx, :]  # (..., H, q, n): dg_u
+        along = np.einsum("...hq,...hqn->...hn", u, rows) * inv[..., None]  # u^T dg_u / |u|^2
+        out = -jac_g
+        out[..., idx, :] = -(rows - u[..., None] * along[..., None, :])
+        eye = np.eye(idx.shape[1])
+        block = (u[..., :, None] * gu[..., None, :] - 2.0 * s[..., None, None] * u[..., :, None] * u[..., None, :]) \
+            * inv[..., None, None] + s[..., None, None] * eye
+        out[..., idx[:, :, None], idx[:, None, :]] += block
+        return out
+
     def prepare(self, theta0: np.ndarray) -> np.ndarray:
         return project_to_manifold(self.problem, theta0)
+
+    def retract(self, theta: np.ndarray) -> np.ndarray:
+        """Back onto ``M`` after a step of a solver that does not conserve ``|u_i|`` exactly (realization
+        and risk unchanged): :func:`project_to_manifold`."""
+        return project_to_manifold(self.problem, theta)
 
 
 FLOWS = {"standard": StandardFlow, "normalized": NormalizedFlow}

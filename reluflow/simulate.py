@@ -46,7 +46,7 @@ def choose_solver(solver: str, flow: str, t_max: float, problem) -> str:
     the problem provides a Jacobian, the explicit Dormand-Prince pair otherwise."""
     if solver != "auto":
         return solver
-    if flow == "standard" and t_max > AUTO_STIFF_T_MAX and problem.has_jacobian:
+    if flow in ("standard", "normalized") and t_max > AUTO_STIFF_T_MAX and problem.has_jacobian:
         return "rodas4"
     return "dopri5"
 
@@ -71,7 +71,8 @@ def _solve(problem, field, flow, solver, y0, times, *, rtol, atol, eta, gtol, di
     if solver == "rodas4":
         from reluflow.integrate.rosenbrock import solve_rosenbrock
 
-        return solve_rosenbrock(field.rhs, field.jac, y0, times, rtol=rtol, atol=atol, max_steps=max_steps, **common)
+        return solve_rosenbrock(field.rhs, field.jac, y0, times, rtol=rtol, atol=atol, max_steps=max_steps,
+                                post_step=post_step, **common)
     from reluflow.integrate.explicit import solve_explicit
 
     return solve_explicit(field.rhs, y0, times, tableau=solver, rtol=rtol, atol=atol, max_steps=max_steps, **common)
@@ -166,8 +167,9 @@ def simulate(
     vector_field = make_flow(field_name, problem)
     y0 = vector_field.prepare(theta0)
     normalized = field_name == "normalized"
-    # GD on the normalized field leaves M by O(eta^2) per step: retract with the realization-preserving
-    # map (it keeps the risk). The adaptive solvers integrate P G exactly tangent to the spheres |u_i| = const.
+    # GD on the normalized field leaves M by O(eta^2) per step, a Rosenbrock step by its local error (it
+    # conserves linear invariants only): both retract with the realization-preserving map (it keeps the
+    # risk). The explicit pairs integrate P G, tangent to the spheres |u_i| = const, well within tolerance.
     post_step = (lambda y: project_to_manifold(problem, y)) if normalized else None
     solver_used = "euler" if flow == "gd" else choose_solver(solver, flow, t_max, problem)
     result = _solve(problem, vector_field, flow, solver_used, y0, save_times, rtol=rtol, atol=atol, eta=eta,

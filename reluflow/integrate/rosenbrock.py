@@ -478,6 +478,7 @@ def solve_rosenbrock(
     gtol: float | None = None,
     divergence_bound: float = math.inf,
     progress: Callable[[float], None] | None = None,
+    post_step: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> SolveResult:
     """Integrate ``y' = rhs(y)``, ``y(0) = y0[r]`` for every run ``r`` with a stiff Rosenbrock method.
 
@@ -501,6 +502,10 @@ def solve_rosenbrock(
     progress : called at most every 0.5 s, and with 1.0 at the end, with the mean over runs of the log-time
         progress ``log1p(t/tau) / log1p(t_max/tau)`` (``tau`` the first positive save time; stopped runs count
         1): the cost of a stiff solve grows like ``log t``. Same convention as :func:`solve_explicit`.
+    post_step : optional row-wise map ``(m, n) -> (m, n)`` applied to every accepted state before ``rhs`` is
+        evaluated there: a projection back onto an invariant manifold (a Rosenbrock method conserves linear
+        invariants only; the normalized flow's ``|u_i| = 1`` is quadratic). The energy increment is the step's
+        own; the projection must not change ``L`` (the realization-preserving map does not).
 
     Returns
     -------
@@ -515,6 +520,8 @@ def solve_rosenbrock(
         raise ValueError(f"rhs: must be callable, got {type(rhs).__name__}")
     if not callable(jac):
         raise ValueError(f"jac: must be callable, got {type(jac).__name__}")
+    if post_step is not None and not callable(post_step):
+        raise ValueError(f"post_step: must be None or callable, got {type(post_step).__name__}")
     if not isinstance(method, str) or method not in ROSENBROCK_TABLEAUS:
         raise ValueError(f"method: must be one of {sorted(ROSENBROCK_TABLEAUS)}, got {method!r}")
     tab = ROSENBROCK_TABLEAUS[method]
@@ -722,6 +729,8 @@ def solve_rosenbrock(
             rows = idx[acc]
             t_new = np.where(clipped[acc], target[acc], t_i[acc] + h[acc])
             y_new = step.y_new[acc]
+            if post_step is not None:
+                y_new = np.asarray(post_step(y_new), dtype=float)
             f_new = _call_rhs(rhs, y_new)
             total_rhs += rows.size
             h_acc[rows] = h[acc]
