@@ -135,8 +135,10 @@ def polish_critical_point(problem, theta_final: np.ndarray, *, jac=None, max_ite
     """Polish one state; returns ``(theta*, L(theta*), |G(theta*)|, |theta* - theta_final|)``.
 
     ``jac(theta) -> (n, n)``, the Jacobian of ``G``, is used when given; otherwise central differences.
-    Stops when ``G`` vanishes, when a step no longer changes ``theta`` (relative ``1e-15``), when the
-    damping grows past ``1e30`` (no descent left at rounding level), or after ``max_iterations``
+    A rejected or negligible step first tries dampings ``mu 100^-k`` (:func:`_smaller_damping`). Stops when
+    ``G`` vanishes, when a step no longer changes ``theta`` (relative ``1e-15``) and no smaller damping
+    lowers ``|G|``, when the damping grows past ``1e30`` (no descent left at rounding level), or after
+    ``max_iterations``
     accepted or rejected steps. The best point seen is returned; it is the final state itself when no
     step lowered ``|G|``.
     """
@@ -147,29 +149,39 @@ def polish_critical_point(problem, theta_final: np.ndarray, *, jac=None, max_ite
         J = _jacobian(problem, theta, residual, jac)
         A, g = _normal_equations(J, residual)
         mu = 1e-3 * max(float(np.max(np.diag(A))), np.finfo(float).tiny)
+        mu_floor = 1e-30 * max(float(np.max(np.diag(A))), 1.0)
         nu = 2.0
         for _ in range(max_iterations):
             if not (np.all(np.isfinite(A)) and np.all(np.isfinite(g))) or cost == 0.0 or mu > 1e30:
                 break
             h, ok = _damped_step(A, g, mu)
-            if not ok:
-                mu, nu = mu * nu, 2.0 * nu
-                continue
-            if _norm(h) <= 1e-15 * (_norm(theta) + 1e-15):
-                break
-            trial = theta + h
-            trial_residual = np.asarray(problem.generalized_gradient(trial), dtype=float)
-            trial_cost = 0.5 * _norm(trial_residual) ** 2
-            predicted = 0.5 * float(_normal_dot(h, mu * h - g))
-            gain = (cost - trial_cost) / predicted if predicted > 0.0 else -1.0
-            if np.isfinite(trial_cost) and gain > 0.0:
-                theta, residual, cost = trial, trial_residual, trial_cost
+            tiny = ok and _norm(h) <= 1e-15 * (_norm(theta) + 1e-15)
+            accepted = False
+            if ok and not tiny:
+                trial = theta + h
+                trial_residual = np.asarray(problem.generalized_gradient(trial), dtype=float)
+                trial_cost = 0.5 * _norm(trial_residual) ** 2
+                predicted = 0.5 * float(_normal_dot(h, mu * h - g))
+                gain = (cost - trial_cost) / predicted if predicted > 0.0 else -1.0
+                if np.isfinite(trial_cost) and gain > 0.0:
+                    theta, residual, cost = trial, trial_residual, trial_cost
+                    mu *= max(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
+                    nu, accepted = 2.0, True
+            if not accepted:
+                # The damping may hide a slow direction (J nearly singular: a kink creeping to the interval's
+                # end gives an eigenvalue ~1e-6 next to ones ~10, and G ~ gap^2 there): try much smaller
+                # dampings at once (one batched evaluation of G) before damping more.
+                better = _smaller_damping(problem, theta, A, g, mu, mu_floor, cost)
+                if better is not None:
+                    theta, residual, cost, mu = better
+                    nu, accepted = 2.0, True
+                elif tiny:
+                    break  # neither this damping nor smaller ones move theta usefully: rounding level
+                else:
+                    mu, nu = mu * nu, 2.0 * nu
+            if accepted:
                 J = _jacobian(problem, theta, residual, jac)
                 A, g = _normal_equations(J, residual)
-                mu *= max(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
-                nu = 2.0
-            else:
-                mu, nu = mu * nu, 2.0 * nu
     theta0 = np.asarray(theta_final, dtype=float)
     norm0 = _norm(np.asarray(problem.generalized_gradient(theta0), dtype=float))
     norm = _norm(residual)
@@ -177,6 +189,32 @@ def polish_critical_point(problem, theta_final: np.ndarray, *, jac=None, max_ite
         theta, norm = theta0.copy(), norm0
     risk = float(problem.risk(theta))
     return theta, risk, float(norm), float(_norm(theta - theta0))
+
+
+def _smaller_damping(problem, theta, A, g, mu, mu_floor, cost, rungs: int = 8):
+    """The best of the steps with dampings ``mu 100^-k`` (k = 1..rungs, down to ``mu_floor``), if it lowers
+    the cost: ``(theta, residual, cost, mu_k)``; else None."""
+    steps, mus = [], []
+    for k in range(1, rungs + 1):
+        mu_k = mu * 100.0 ** (-k)
+        if mu_k < mu_floor:
+            break
+        h, ok = _damped_step(A, g, mu_k)
+        if not ok:
+            break  # smaller dampings are not positive definite either
+        if _norm(h) > 1e-15 * (_norm(theta) + 1e-15):
+            steps.append(h)
+            mus.append(mu_k)
+    if not steps:
+        return None
+    trials = theta + np.array(steps)
+    residuals = np.asarray(problem.generalized_gradient(trials), dtype=float)
+    costs = np.array([0.5 * _norm(r) ** 2 for r in residuals])
+    costs = np.where(np.isfinite(costs), costs, np.inf)
+    best = int(np.argmin(costs))  # first minimum: deterministic
+    if not costs[best] < cost:
+        return None
+    return trials[best], residuals[best], float(costs[best]), mus[best]
 
 
 @njit(cache=True)

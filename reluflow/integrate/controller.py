@@ -114,19 +114,30 @@ class PIController:
         y0: np.ndarray,
         y1: np.ndarray,
         e_low: np.ndarray | None = None,
+        energy: tuple | None = None,
     ) -> np.ndarray:
         """Scaled error norm per run, shape ``(m,)``.
 
         ``e_main = sum_j (b_j - bhat_j) k_j`` (without the factor ``h``), ``h`` of shape ``(m,)``. With
         ``e_low`` (DOP853's third-order estimator) the combined norm of the module docstring is returned.
+        ``energy = (e_E, e_E_low, E0, E1)`` adds the energy integral ``E`` as one more component (its error
+        estimates without the factor ``h``, ``e_E_low`` only with ``e_low``, and its values before and after).
         A non-finite estimate gives ``inf`` (the step is rejected).
         """
         n = y0.shape[-1]
         s_main = _scaled_square_sums(e_main, y0, y1, float(self.rtol), float(self.atol))
+        if energy is not None:
+            # the energy integral E as one more component of the state: (E_error_main[, E_error_low], E0, E1)
+            e_energy, e_energy_low, energy0, energy1 = energy
+            scale = self.atol + self.rtol * np.maximum(np.abs(energy0), np.abs(energy1))
+            s_main = s_main + np.square(e_energy / scale)
+            n += 1
         if e_low is None:
             err = np.abs(h) * np.sqrt(s_main / n)
         else:
             s_low = _scaled_square_sums(e_low, y0, y1, float(self.rtol), float(self.atol))
+            if energy is not None:
+                s_low = s_low + np.square(e_energy_low / scale)
             denom = s_main + 0.01 * s_low
             denom = np.where(denom > 0, denom, 1.0)
             err = np.abs(h) * s_main / np.sqrt(n * denom)
