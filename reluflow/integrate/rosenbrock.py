@@ -330,6 +330,7 @@ class RosenbrockStep:
     energy_increment: np.ndarray
     nonsingular: np.ndarray
     n_rhs: int
+    energy_error: np.ndarray | None = None  # the embedded difference of the energy increment
 
 
 def _call_rhs(rhs, y):
@@ -404,6 +405,7 @@ def rosenbrock_step(
     step = y.copy()
     err = np.zeros_like(y)
     d_energy = np.zeros(y.shape[0])
+    e_energy = np.zeros(y.shape[0])
     for i in range(tab.stages):
         if tab.m[i] != 0.0:
             step += tab.m[i] * u[i]
@@ -411,10 +413,12 @@ def rosenbrock_step(
         w = tab.m[i] - tab.m_hat[i]
         if w != 0.0:
             err += w * u[i]
+            e_energy += w * u_energy[i]
     if ok.all():
-        return RosenbrockStep(step, err, d_energy, ok, n_rhs)
-    y_new[rows], error[rows], energy_increment[rows] = step, err, d_energy
-    return RosenbrockStep(y_new, error, energy_increment, ok, n_rhs)
+        return RosenbrockStep(step, err, d_energy, ok, n_rhs, e_energy)
+    energy_error = np.full(m_rows, np.nan)
+    y_new[rows], error[rows], energy_increment[rows], energy_error[rows] = step, err, d_energy, e_energy
+    return RosenbrockStep(y_new, error, energy_increment, ok, n_rhs, energy_error)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -696,6 +700,12 @@ def solve_rosenbrock(
         scale = atol_arr + rtol * np.maximum(np.abs(y_i), np.abs(step.y_new))
         with np.errstate(invalid="ignore", over="ignore"):
             err = _rms(step.error / scale)
+            # the energy integral E as one more component of the error norm (as in solve_explicit): the
+            # energy-identity residual is then controlled, not incidental
+            energy_i = energy[idx]
+            energy_scale = float(np.max(atol_arr)) + rtol * np.maximum(np.abs(energy_i),
+                                                                      np.abs(energy_i + step.energy_increment))
+            err = np.sqrt((n * err**2 + (step.energy_error / energy_scale) ** 2) / (n + 1))
         err = np.where(np.isfinite(err) & np.all(np.isfinite(step.y_new), axis=-1), err, np.inf)
         singular = ~step.nonsingular
         accept = step.nonsingular & (err <= 1.0)
