@@ -166,6 +166,8 @@ def test_killed_run_resumes_to_identical_results(completed_workflow, tmp_path):
     # nothing readable but incomplete: every trajectory file present is complete (the writer is atomic)
     for f in trajectory_files(workdir):
         open_trajectories([f])
+    # a killed Snakemake leaves its lock behind: release it first, as its own message says to
+    run_snakemake(workdir, "--unlock")
     run_snakemake(workdir, target, "--rerun-incomplete")
     assert_same_numbers(_trajectory_numbers(workdir, "jr_bounded_critical"),
                         _trajectory_numbers(local, "jr_bounded_critical"))
