@@ -295,6 +295,14 @@ def run_table(case: Mapping[str, Any], label: str, ds: xr.Dataset) -> pd.DataFra
             "max_relative_energy_residual": rel_res_max,
             "max_abs_energy_residual": abs_res_max,
             "max_constraint_drift": drift,
+            # the fitted tail of L(t) - L_inf over the last two decades (reluflow.asymptotics)
+            "decay_kind": (
+                ds["decay_kind"].values.astype(str) if "decay_kind" in ds.variables else "undetermined"
+            ),
+            "decay_exponent": (
+                ds["decay_exponent"].values.astype(float) if "decay_exponent" in ds.variables else np.nan
+            ),
+            "decay_rate": ds["decay_rate"].values.astype(float) if "decay_rate" in ds.variables else np.nan,
         }
     )
     return table

@@ -4,7 +4,9 @@
 vertical line is the reference value ``alpha^2 (b-a)^2 / 972`` (risk of a critical point with positive risk,
 an upper bound for the theorem's unknown threshold), the horizontal line the zero level ``1e-10``; risks
 below ``RISK_FLOOR`` are drawn at the floor. (b) risk against t for two runs per case, preferring runs that
-start below the reference value.
+start below the reference value. (c) the fitted tail of ``L(t) - L_inf`` over the last two decades of each
+run (:mod:`reluflow.asymptotics`): the exponent ``p`` of ``C t^-p`` for runs with a power-law tail, and the
+number of runs with an exponential tail or already settled at rounding level.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def width_colors(widths):
 
 
 def draw(spec, datasets, summary, verdict):
-    fig, (ax_s, ax_t) = plt.subplots(
-        1, 2, figsize=(DOUBLE_COLUMN, 3.4), layout="constrained", gridspec_kw={"width_ratios": [1.15, 1.0]}
+    fig, (ax_s, ax_t, ax_p) = plt.subplots(
+        1, 3, figsize=(DOUBLE_COLUMN, 3.4), layout="constrained", gridspec_kw={"width_ratios": [1.15, 1.0, 0.7]}
     )
     widths = sorted(int(w) for w in summary["width"].unique())
     colors = width_colors(widths)
@@ -132,6 +134,7 @@ def draw(spec, datasets, summary, verdict):
     ax_t.set_ylabel(r"risk $\mathcal{L}(\Theta_t)$")
     ax_t.legend(loc="lower left", fontsize=5.6, ncol=2, columnspacing=0.8)
     panel_title(ax_t, "b", f"risk along up to {RUNS_PER_CASE} runs per case")
+    _draw_decay(ax_p, summary, widths, colors)
     fig.suptitle(
         r"JR Theorem 1.2: affine target $\alpha x + \beta$, uniform law: small initial risk "
         r"$\Rightarrow$ risk $\to 0$ (for bounded trajectories)"
@@ -147,3 +150,24 @@ def _subset(sub):
     half = RUNS_PER_CASE // 2
     pick = list(below["run"][:half]) + list(above["run"][: RUNS_PER_CASE - min(half, len(below))])
     return [int(r) for r in pick[:RUNS_PER_CASE]]
+
+
+def _draw_decay(ax, summary, widths, colors):
+    """(c): exponents of the power-law tails per width, counts of the other kinds in the labels."""
+    kinds = summary["decay_kind"].astype(str) if "decay_kind" in summary else None
+    labels = []
+    for i, w in enumerate(widths):
+        rows = summary[summary["width"] == w]
+        if kinds is None:
+            continue
+        k = kinds[rows.index]
+        power = rows[k == "power"]["decay_exponent"].astype(float).to_numpy()
+        jitter = (np.arange(power.size) % 7 - 3) * 0.05
+        ax.scatter(np.full(power.size, i) + jitter, power, s=10, color=colors[w], edgecolors="k", linewidths=0.25,
+                   zorder=3)
+        labels.append(f"H = {w}\n{power.size} power\n{int((k == 'exponential').sum())} exp.\n"
+                      f"{int((k == 'settled').sum())} settled")
+    ax.set_xticks(range(len(labels)), labels, fontsize=5.4)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_ylabel(r"fitted $p$ in $\mathcal{L}(\Theta_t) - \mathcal{L}_\infty \sim C\,t^{-p}$")
+    panel_title(ax, "c", "fitted tails")
