@@ -194,6 +194,25 @@ def _horner(coefficients: np.ndarray, x: np.ndarray) -> np.ndarray:
     return value
 
 
+def neuron_events(theta: np.ndarray, H: int, k: int, a: float, b_end: float):
+    """Blocks and switching events of ``theta (M, n)`` (MATH.md section 1 layout).
+
+    Returns ``w, bias (M, H)``, ``V (M, k, H)``, ``c (M, k)``, the kinks ``xi = -b / w`` (inf or NaN
+    where ``w = 0``), their positions ``clip(xi, a, b)`` (``a`` when ``w = 0``) and whether each
+    neuron switches on there (``w > 0``, or ``w = 0 < b``: active everywhere) or off.
+    """
+    M = theta.shape[0]
+    w = theta[:, :H]
+    bias = theta[:, H : 2 * H]
+    V = theta[:, 2 * H : 2 * H + k * H].reshape(M, k, H)
+    c = theta[:, 2 * H + k * H :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kink = -bias / w
+    position = np.where(w != 0, np.clip(kink, a, b_end), a)
+    switches_on = (w > 0) | ((w == 0) & (bias > 0))
+    return w, bias, V, c, kink, position, switches_on
+
+
 def _rows(theta: np.ndarray, H: int, arrays: TableArrays) -> tuple[np.ndarray, np.ndarray]:
     """The algorithm of the module docstring on ``theta (M, n)``; returns ``risk (M,)``, ``grad (M, n)``."""
     knots, target_poly, sines, density_poly, nodes, weights = arrays
@@ -201,16 +220,9 @@ def _rows(theta: np.ndarray, H: int, arrays: TableArrays) -> tuple[np.ndarray, n
     k = target_poly.shape[1]
     n_intervals = knots.size - 1
     a, b_end = knots[0], knots[-1]
-    w = theta[:, :H]
-    bias = theta[:, H : 2 * H]
-    V = theta[:, 2 * H : 2 * H + k * H].reshape(M, k, H)
-    c = theta[:, 2 * H + k * H :]
 
     # --- events: one per neuron, then the knots; sorted per row ------------------------------------
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kink = -bias / w
-    position = np.where(w != 0, np.clip(kink, a, b_end), a)  # w = 0: the event sits at a
-    switches_on = (w > 0) | ((w == 0) & (bias > 0))  # (M, H)
+    w, bias, V, c, kink, position, switches_on = neuron_events(theta, H, k, a, b_end)
     n_events = H + n_intervals + 1
     event_x = np.concatenate([position, np.broadcast_to(knots, (M, n_intervals + 1))], axis=1)
     order = np.argsort(event_x, axis=1, kind="stable")  # per-row sort: batch independent

@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reluflow.exact1d import check_inputs
+from reluflow.exact1d import check_inputs, neuron_events
 
 __all__ = ["gradient_jacobian"]
 
@@ -177,17 +177,10 @@ def _rows(theta: np.ndarray, H: int, arrays) -> np.ndarray:
     k = target_poly.shape[1]
     n_intervals = knots.size - 1
     a, b_end = knots[0], knots[-1]
-    w = theta[:, :H]
-    bias = theta[:, H : 2 * H]
-    V = theta[:, 2 * H : 2 * H + k * H].reshape(M, k, H)
-    c = theta[:, 2 * H + k * H :]
 
     # --- active intervals [lo_i, hi_i] (the events of exact1d: clip(xi, a, b), a when w = 0) --------
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kink = -bias / w
+    w, bias, V, c, kink, position, switches_on = neuron_events(theta, H, k, a, b_end)
     inside = (w != 0) & (kink > a) & (kink < b_end)
-    position = np.where(w != 0, np.clip(kink, a, b_end), a)
-    switches_on = (w > 0) | ((w == 0) & (bias > 0))
     lo = np.where(switches_on, position, a)
     hi = np.where(switches_on, b_end, position)
 

@@ -4,27 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradient_systems import quartic
 
 from reluflow.integrate import Status, gd_save_steps, gradient_descent, solve_explicit
-
-
-def quartic(seed=1, n=5):
-    """``F(y) = 1/2 y.Q y + 1/4 sum c_i y_i^4``, convex with minimum 0 at 0; row-independent gradient."""
-    rng = np.random.default_rng(seed)
-    B = rng.normal(size=(n, n))
-    Q = B @ B.T / n + 0.2 * np.eye(n)
-    c4 = rng.uniform(0.5, 2.0, size=n)
-
-    def qy(y):
-        return sum(y[..., j : j + 1] * Q[j] for j in range(n))
-
-    def F(y):
-        return 0.5 * np.sum(y * qy(y), axis=-1) + 0.25 * np.sum(c4 * y * y * y * y, axis=-1)
-
-    def rhs(y):
-        return -(qy(y) + c4 * y * y * y)
-
-    return F, rhs, rng
 
 
 def test_linear_iterates_and_energy_are_exact():

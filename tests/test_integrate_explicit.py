@@ -7,14 +7,15 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from gradient_systems import quartic
 from scipy.integrate import solve_ivp
 
 from reluflow.integrate import (
     DOP853,
-    ButcherTableau,
     DOPRI5,
     TABLEAUX,
     TSIT5,
+    ButcherTableau,
     PIController,
     Status,
     solve_explicit,
@@ -195,22 +196,8 @@ def test_next_step_rules():
 
 
 def quartic_problem(seed=1, n=7):
-    """``F(y) = 1/2 y.Q y + 1/4 sum_i c_i y_i^4`` with ``Q`` positive definite: convex, minimum 0 at 0."""
-    rng = np.random.default_rng(seed)
-    B = rng.normal(size=(n, n))
-    Q = B @ B.T / n + 0.1 * np.eye(n)
-    c4 = rng.uniform(0.5, 2.0, size=n)
-
-    def qy(y):
-        return sum(y[..., j : j + 1] * Q[j] for j in range(n))
-
-    def F(y):
-        return 0.5 * np.sum(y * qy(y), axis=-1) + 0.25 * np.sum(c4 * y * y * y * y, axis=-1)
-
-    def rhs(y):
-        return -(qy(y) + c4 * y * y * y)
-
-    return F, rhs, rng
+    """The quartic gradient system of :mod:`gradient_systems` with ``Q``'s shift 0.1."""
+    return quartic(seed=seed, n=n, shift=0.1)
 
 
 def van_der_pol(y):

@@ -143,6 +143,21 @@ class _Recorder:
         self.status[rows] = status
         self.t_final[rows] = t_final
 
+    def result(self, t: np.ndarray, n_rhs: int, info: dict) -> SolveResult:
+        """The recorded arrays as a :class:`SolveResult` at save times ``t`` (no Jacobian used)."""
+        return SolveResult(
+            t=t,
+            y=self.y,
+            energy=self.energy,
+            status=self.status,
+            t_final=self.t_final,
+            n_steps=self.n_steps,
+            n_rejected=self.n_rejected,
+            n_rhs=int(n_rhs),
+            n_jac=0,
+            info=info,
+        )
+
 
 class _Progress:
     """Calls ``progress(fraction)`` at most every 0.5 s; the fraction is the mean over runs of the
@@ -467,17 +482,10 @@ def solve_explicit(
             reporter.update(t)
 
     reporter.finish()
-    return SolveResult(
-        t=save_times.copy(),
-        y=rec.y,
-        energy=rec.energy,
-        status=rec.status,
-        t_final=rec.t_final,
-        n_steps=rec.n_steps,
-        n_rejected=rec.n_rejected,
-        n_rhs=int(n_rhs),
-        n_jac=0,
-        info={
+    return rec.result(
+        save_times.copy(),
+        n_rhs,
+        {
             "solver": "explicit_rk",
             "tableau": tab.name,
             "order": tab.order,

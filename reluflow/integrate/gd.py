@@ -174,17 +174,10 @@ def gradient_descent(
             reporter.update(j * eta_run[rows])
 
     reporter.finish()
-    return SolveResult(
-        t=t_out,
-        y=rec.y,
-        energy=rec.energy,
-        status=rec.status,
-        t_final=rec.t_final,
-        n_steps=rec.n_steps,
-        n_rejected=rec.n_rejected,
-        n_rhs=int(n_rhs),
-        n_jac=0,
-        info={
+    return rec.result(
+        t_out,
+        n_rhs,
+        {
             "solver": "gradient_descent",
             "eta": float(eta_arr) if eta_arr.ndim == 0 else eta_arr.tolist(),
             "gtol": None if gtol is None else float(gtol),
