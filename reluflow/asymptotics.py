@@ -10,8 +10,12 @@ neuron whose kink creeps to the interval's end, ``L ~ t^-3``), elsewhere exponen
 both by least squares on ``log e``, and keep the model with the smaller residual. ``L_inf`` is the risk of
 the certified critical point (:mod:`reluflow.certify`) when it does not exceed the last saved risk (the
 flow decreases the risk), else the fit is not made. Points where ``e`` is at the rounding level of ``L``
-(``e <= 64 eps max(L_inf, 0)`` or ``e <= 0``) carry no information and are dropped; a run whose excess is
-already at rounding level over the whole window is ``"settled"``.
+(``e <= 64 eps max(L_inf, 0)`` or ``e <= 0``) carry no information and are dropped, and so are points
+below an absolute ``noise_floor``: a risk that has reached zero is computed from residuals
+``r = N - f`` that are themselves rounded to ``~eps |f|``, so it scatters at ``~eps^2 E|f|^2``
+(``1e-32`` for a unit-size target) and a line through that scatter means nothing. :mod:`reluflow.simulate`
+passes ``(64 eps)^2 L(0)``, ``L(0) = E|f|^2`` the risk of the zero network. A run whose excess is at
+rounding level over the whole window is ``"settled"``.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ DECAY_KINDS = ("power", "exponential", "settled", "undetermined")
 _EPS = np.finfo(float).eps
 
 
-def fit_decay(t, risk, limit, decades: float = 2.0, min_points: int = 4):
+def fit_decay(t, risk, limit, decades: float = 2.0, min_points: int = 4, noise_floor: float = 0.0):
     """``(kind, exponent, rate)`` for one run; NaN where a model does not apply.
 
-    ``t`` and ``risk`` are the saved times and risks, ``limit`` the run's limit risk ``L_inf``.
+    ``t`` and ``risk`` are the saved times and risks, ``limit`` the run's limit risk ``L_inf``,
+    ``noise_floor`` the absolute rounding level of the risk (module docstring).
     """
     t = np.asarray(t, dtype=float)
     risk = np.asarray(risk, dtype=float)
@@ -36,7 +41,7 @@ def fit_decay(t, risk, limit, decades: float = 2.0, min_points: int = 4):
     t_end = t[finite][-1]
     window = finite & (t >= t_end * 10.0 ** (-decades))
     excess = risk - limit
-    floor = 64 * _EPS * max(limit, 0.0)
+    floor = max(64 * _EPS * max(limit, 0.0), noise_floor)
     informative = window & (excess > floor)
     if np.count_nonzero(window) >= min_points and not np.any(informative):
         return "settled", np.nan, np.nan
@@ -52,7 +57,7 @@ def fit_decay(t, risk, limit, decades: float = 2.0, min_points: int = 4):
     return kind, float(exponent), float(rate)
 
 
-def fit_decays(t, risk, limits, critical_available=None, decades: float = 2.0):
+def fit_decays(t, risk, limits, decades: float = 2.0, noise_floor: float = 0.0):
     """:func:`fit_decay` for every run: ``kind (M,) str``, ``exponent (M,)``, ``rate (M,)``.
 
     A run's limit is its certified critical risk when that is at most its last finite saved risk (up to
@@ -68,5 +73,5 @@ def fit_decays(t, risk, limits, critical_available=None, decades: float = 2.0):
         if finite.size == 0 or not np.isfinite(limit) or limit > risk[i, finite[-1]] * (1 + 64 * _EPS):
             kinds[i] = "undetermined"
             continue
-        kinds[i], exps[i], rates[i] = fit_decay(t, risk[i], limit, decades=decades)
+        kinds[i], exps[i], rates[i] = fit_decay(t, risk[i], limit, decades=decades, noise_floor=noise_floor)
     return kinds.astype(str), exps, rates

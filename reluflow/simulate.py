@@ -201,7 +201,9 @@ def simulate(
 
     from reluflow.asymptotics import fit_decays
 
-    decay_kind, decay_exponent, decay_rate = fit_decays(result.t, risk, crit["critical_risk"])
+    # rounding level of a risk that has reached zero: (64 eps)^2 E|f|^2, E|f|^2 = L(0) (asymptotics docstring)
+    noise_floor = (64 * np.finfo(float).eps) ** 2 * float(problem.risk(np.zeros(problem.n_params)))
+    decay_kind, decay_exponent, decay_rate = fit_decays(result.t, risk, crit["critical_risk"], noise_floor=noise_floor)
 
     settings = {
         "flow": flow, "field": field_name, "solver": solver_used, "rtol": rtol, "atol": atol, "eta": eta,
