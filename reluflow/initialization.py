@@ -110,8 +110,10 @@ def exact_affine_representation(rng, problem, weight_scale=1.0) -> np.ndarray:
     kink = np.where(sign > 0, a - margin, b + margin)
     bias = -w * kink
     v = weight_scale * rng.standard_normal((k, h))
-    v += np.outer(alpha - v @ w, w) / (w @ w)
-    c = beta - v @ bias
+    # products as elementwise sums, not BLAS dot/gemv: BLAS kernels differ between CPUs in their
+    # summation order, and initial parameters must be the same bits on every machine
+    v += np.outer(alpha - np.sum(v * w, axis=-1), w) / np.sum(w * w)
+    c = beta - np.sum(v * bias, axis=-1)
     return pack(w.reshape(h, 1), bias, v, c)
 
 
@@ -119,8 +121,8 @@ def _near_exact(rng, problem, init):
     theta = exact_affine_representation(rng, problem, init["weight_scale"])
     eps = _log_uniform(rng, *init["perturbation"])
     direction = rng.standard_normal(problem.n_params)
-    direction /= np.linalg.norm(direction)
-    return theta + eps * np.linalg.norm(theta) * direction, eps
+    direction /= np.sqrt(np.sum(direction * direction))  # not np.linalg.norm (BLAS): see above
+    return theta + eps * np.sqrt(np.sum(theta * theta)) * direction, eps
 
 
 def draw_initializations(problem, init: Mapping, scenario: str, case: str, run_ids) -> tuple[np.ndarray, dict]:
