@@ -75,7 +75,8 @@ def _solve(problem, field, flow, solver, y0, times, *, rtol, atol, eta, gtol, di
                                 post_step=post_step, **common)
     from reluflow.integrate.explicit import solve_explicit
 
-    return solve_explicit(field.rhs, y0, times, tableau=solver, rtol=rtol, atol=atol, max_steps=max_steps, **common)
+    return solve_explicit(field.rhs, y0, times, tableau=solver, rtol=rtol, atol=atol, max_steps=max_steps,
+                          post_step=post_step, **common)
 
 
 def simulate(

@@ -109,6 +109,25 @@ def test_normalized_flow_stays_on_the_manifold_and_its_risk_decreases():
     assert np.allclose(ds["initial_risk"].values, p.risk(theta0), rtol=1e-12)
 
 
+def test_explicit_normalized_flow_is_projected_back_onto_the_manifold():
+    """At the default rtol 1e-8 an explicit pair alone lets |u_i| drift by its local error (about 1e-9 here,
+    checked below so that the test can fail); with the projection after each accepted step the drift is
+    rounding level and the trajectory agrees with the unprojected one to the tolerance."""
+    from reluflow.integrate import solve_explicit
+
+    p = problem(width=8)
+    theta0 = project_to_manifold(p, initial(p, 5, seed=0, scale=3.0))
+    field = NormalizedFlow(p)
+    times = np.linspace(0.0, 10.0, 6)
+    free = solve_explicit(field.rhs, theta0, times, rtol=1e-8, atol=1e-10)
+    projected = solve_explicit(field.rhs, theta0, times, rtol=1e-8, atol=1e-10, post_step=field.retract)
+    assert np.max(constraint_drift(p, free.y)) > 1e-10  # what the projection is for
+    assert np.max(constraint_drift(p, projected.y)) < 1e-14  # a division and a square root per step
+    assert np.max(np.abs(projected.y - free.y)) < 1e-6  # both within the tolerance of the exact flow
+    ds = simulate(p, theta0, flow="normalized", save_times=times, certify=False)  # default: projected
+    assert float(ds["constraint_drift"].max()) < 1e-14
+
+
 def test_flows_report_their_velocities():
     p = problem(width=2)
     theta = initial(p, 3, seed=6)

@@ -283,6 +283,7 @@ def solve_explicit(
     divergence_bound: float = np.inf,
     progress: Callable[[float], None] | None = None,
     energy_in_norm: bool = True,
+    post_step: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> SolveResult:
     """Integrate ``y' = rhs(y)`` from ``y0`` (shape ``(M, n)``) and return the states at ``save_times``.
 
@@ -305,6 +306,11 @@ def solve_explicit(
         is accurate only to the extent the state's error control happens to bound it: at rtol 1e-8 the
         benchmark's worst run had a residual of 2.6e-6 L(Theta_0), built up in the first steps of a fast
         transient (benchmarks/bench_flows.py).
+    post_step : optional row-wise map ``(m, n) -> (m, n)`` applied to every accepted state, after which ``rhs``
+        is evaluated there again (one more evaluation per accepted step): a projection back onto an
+        invariant manifold that the RK method conserves only to its local error (the normalized flow's
+        ``|u_i| = 1``). It must not change ``L`` (the realization-preserving map does not), so the energy
+        increment stays the step's own.
 
     Returns
     -------
@@ -427,7 +433,14 @@ def solve_explicit(
             # ---- commit the accepted steps ----
             ok_col = ok[:, None]
             np.copyto(y, y_new, where=ok_col)
-            if tab.fsal:
+            if post_step is not None and ok.any():
+                # projection method (Hairer, Lubich & Wanner, GNI IV.4): back onto the invariant manifold,
+                # then f at the projected point (the FSAL value belongs to the unprojected one)
+                acc_rows = np.flatnonzero(ok)
+                y[acc_rows] = np.asarray(post_step(y[acc_rows]), dtype=float)
+                K[0, acc_rows] = _call_rhs(rhs, y[acc_rows])
+                n_rhs += acc_rows.size
+            elif tab.fsal:
                 np.copyto(K[0, :m], K[s - 1, :m], where=ok_col)
             elif ok.any():
                 acc_rows = np.flatnonzero(ok)
