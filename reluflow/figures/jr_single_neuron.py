@@ -32,6 +32,16 @@ from reluflow.summary import BOUNDED_GROWTH, ZERO_RISK
 N_PATHS = 6
 
 
+def _tail_note(row) -> str:
+    """The run's fitted asymptotic decay of ``L - L_inf`` (issue 8), for the legend."""
+    kind = str(row.get("decay_kind", "undetermined"))
+    if kind == "power":
+        return ", " + r"$\mathcal{L} - \mathcal{L}_\infty \sim t^{-" + f"{row['decay_exponent']:.2f}" + "}$"
+    if kind == "exponential":
+        return ", " + r"$\mathcal{L} - \mathcal{L}_\infty \sim e^{-" + f"{row['decay_rate']:.2g}" + " t}$"
+    return ", settled" if kind == "settled" else ""
+
+
 def _pick_paths(summary):
     """(case, flow, run) of up to N_PATHS runs: growing-norm runs first, then below-threshold runs, then others,
     each group in increasing initial risk."""
@@ -149,6 +159,7 @@ def draw(spec, datasets, summary, verdict):
         kink = kink_positions(ds, run)[:, 0]
         row = summary[(summary["case"] == case_name) & (summary["flow"] == flow) & (summary["run"] == run)].iloc[0]
         note = "grows" if as_bool([row["norm_grew"]])[0] else "bounded"
+        note += _tail_note(row)
         span = b - a
         ax_k.plot(
             t[pos],
@@ -182,7 +193,7 @@ def draw(spec, datasets, summary, verdict):
         fontsize=5.6,
         ncol=3,
         columnspacing=1.0,
-        title="runs of (c) and (d): case/run, initial risk, norm",
+        title="runs of (c) and (d): case/run, initial risk, norm, fitted tail of the risk",
     )
     panel_title(ax_k, "d", "kink position over time (colours of c)")
     fig.suptitle(
