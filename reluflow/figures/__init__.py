@@ -169,6 +169,27 @@ def failed_points(ax, x, y, n_total: int | None = None) -> None:
     ax.scatter(x, y, label=text, **FAILED)
 
 
+def stopped_run_points(ax, status, x, y) -> None:
+    """Diverged runs as red crosses and failed runs as plus signs at ``(x, y)``, each counted in the legend
+    out of all runs; ``status`` holds each run's status name (the summary table's ``status`` column)."""
+    status = np.asarray(status).astype(str)
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    for name, draw_points in (("diverged", diverged_points), ("failed", failed_points)):
+        mask = status == name
+        if mask.any():
+            draw_points(ax, x[mask], y[mask], status.size)
+
+
+def reference_levels(ax, risks, label: str, zero_level: float, zorder: float = 3) -> None:
+    """A final-vs-initial-risk panel's references: a dashed vertical line at each reference risk, a dotted
+    horizontal line at the zero level, and one legend entry for each (``label`` names the references)."""
+    for risk in risks:
+        ax.axvline(risk, color="k", lw=0.9, ls="--", zorder=zorder)
+    ax.axhline(zero_level, color="0.35", lw=0.8, ls=":", zorder=zorder)
+    ax.plot([], [], color="k", ls="--", lw=0.9, label=f"{label} = " + ", ".join(format_number(r) for r in risks))
+    ax.plot([], [], color="0.35", ls=":", lw=0.8, label=f"zero level {format_number(zero_level)}")
+
+
 def last_finite(time: np.ndarray, values: np.ndarray) -> tuple[float, float]:
     """The last ``(t, value)`` of a run with a finite value (NaN, NaN if none)."""
     ok = np.flatnonzero(np.isfinite(values))
@@ -248,5 +269,7 @@ __all__ = [
     "log_axis",
     "make_figure",
     "paper_style",
+    "reference_levels",
     "save_figure",
+    "stopped_run_points",
 ]

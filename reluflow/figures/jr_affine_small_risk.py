@@ -20,13 +20,13 @@ from reluflow.figures import (
     DOUBLE_COLUMN,
     RISK_FLOOR,
     as_bool,
-    diverged_points,
-    failed_points,
     floor_risk,
     format_number,
     last_finite,
     log_axis,
     panel_title,
+    reference_levels,
+    stopped_run_points,
 )
 from reluflow.summary import ZERO_RISK
 
@@ -71,16 +71,9 @@ def draw(spec, datasets, summary, verdict):
                     alpha=0.85,
                     zorder=4,
                 )
-    if diverged.any():
-        diverged_points(ax_s, init[diverged.to_numpy()], final[diverged.to_numpy()], len(summary))
-    failed = (summary["status"].astype(str) == "failed").to_numpy()
-    if failed.any():
-        failed_points(ax_s, init[failed], final[failed], len(summary))
+    stopped_run_points(ax_s, summary["status"], init, final)
     lo = np.nanmin(init) / 3
     hi = np.nanmax(init) * 3
-    for thr in thresholds:
-        ax_s.axvline(thr, color="k", lw=0.9, ls="--", zorder=3)
-    ax_s.axhline(ZERO_RISK, color="0.35", lw=0.8, ls=":", zorder=3)
     ax_s.plot([lo, hi], [lo, hi], color="0.6", lw=0.6, zorder=2)
     ax_s.set_xlim(lo, hi)
     # legend: colours (H), markers (scheme), lines
@@ -88,15 +81,7 @@ def draw(spec, datasets, summary, verdict):
         ax_s.scatter([], [], s=13, color=colors[w], marker="o", label=f"H = {w}")
     for scheme in schemes:
         ax_s.scatter([], [], s=13, color="0.55", marker=SCHEME_MARKERS.get(scheme, "^"), label=f"{scheme} init")
-    ax_s.plot(
-        [],
-        [],
-        color="k",
-        ls="--",
-        lw=0.9,
-        label=r"$\alpha^2(b-a)^2/972$ = " + ", ".join(format_number(t) for t in thresholds),
-    )
-    ax_s.plot([], [], color="0.35", ls=":", lw=0.8, label=f"zero level {format_number(ZERO_RISK)}")
+    reference_levels(ax_s, thresholds, r"$\alpha^2(b-a)^2/972$", ZERO_RISK)
     ax_s.plot([], [], color="0.6", lw=0.6, label="final = initial")
     log_axis(ax_s, "xy")
     ax_s.set_xlabel(r"initial risk $\mathcal{L}(\Theta_0)$")

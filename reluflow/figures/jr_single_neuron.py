@@ -18,14 +18,14 @@ from reluflow.figures import (
     DOUBLE_COLUMN,
     RISK_FLOOR,
     as_bool,
-    diverged_points,
-    failed_points,
     floor_risk,
     format_number,
     kink_positions,
     last_finite,
     log_axis,
     panel_title,
+    reference_levels,
+    stopped_run_points,
 )
 from reluflow.summary import BOUNDED_GROWTH, ZERO_RISK
 
@@ -86,28 +86,14 @@ def draw(spec, datasets, summary, verdict):
                     alpha=0.85,
                     zorder=4,
                 )
-    if diverged.any():
-        diverged_points(ax_s, init[diverged], final[diverged], len(summary))
-    failed = (summary["status"].astype(str) == "failed").to_numpy()
-    if failed.any():
-        failed_points(ax_s, init[failed], final[failed], len(summary))
+    stopped_run_points(ax_s, summary["status"], init, final)
     for thr in thresholds:
-        ax_s.axvline(thr, color="k", ls="--", lw=0.9)
         ax_s.axhline(thr, color="k", ls="--", lw=0.6, alpha=0.5)  # runs ending at the dead-neuron value
-    ax_s.axhline(ZERO_RISK, color="0.35", ls=":", lw=0.8)
     for c in cases:
         ax_s.scatter([], [], s=14, color=case_color[c], label=labels[c])
     ax_s.scatter([], [], s=14, color="0.55", marker="o", label="norm bounded")
     ax_s.scatter([], [], s=14, color="0.55", marker="^", label=f"norm grew > {BOUNDED_GROWTH:g}/decade")
-    ax_s.plot(
-        [],
-        [],
-        color="k",
-        ls="--",
-        lw=0.9,
-        label=r"threshold $\alpha^2(b-a)^2/12$ = " + ", ".join(format_number(t) for t in thresholds),
-    )
-    ax_s.plot([], [], color="0.35", ls=":", lw=0.8, label=f"zero level {format_number(ZERO_RISK)}")
+    reference_levels(ax_s, thresholds, r"threshold $\alpha^2(b-a)^2/12$", ZERO_RISK)
     log_axis(ax_s, "xy")
     lo_y, hi_y = ax_s.get_ylim()
     ax_s.set_ylim(lo_y, hi_y * (hi_y / lo_y) ** 0.45)  # room for the legend above the points
