@@ -433,17 +433,14 @@ def solve_explicit(
             # ---- commit the accepted steps ----
             ok_col = ok[:, None]
             np.copyto(y, y_new, where=ok_col)
-            if post_step is not None and ok.any():
-                # projection method (Hairer, Lubich & Wanner, GNI IV.4): back onto the invariant manifold,
-                # then f at the projected point (the FSAL value belongs to the unprojected one)
-                acc_rows = np.flatnonzero(ok)
-                y[acc_rows] = np.asarray(post_step(y[acc_rows]), dtype=float)
-                K[0, acc_rows] = _call_rhs(rhs, y[acc_rows])
-                n_rhs += acc_rows.size
-            elif tab.fsal:
+            if tab.fsal and post_step is None:
                 np.copyto(K[0, :m], K[s - 1, :m], where=ok_col)
             elif ok.any():
                 acc_rows = np.flatnonzero(ok)
+                if post_step is not None:
+                    # projection method (Hairer, Lubich & Wanner, GNI IV.4): back onto the invariant
+                    # manifold; an FSAL value would belong to the unprojected point, so f is evaluated anew
+                    y[acc_rows] = np.asarray(post_step(y[acc_rows]), dtype=float)
                 K[0, acc_rows] = _call_rhs(rhs, y[acc_rows])
                 n_rhs += acc_rows.size
             t = np.where(ok, np.where(land, t_next, t + hs), t)
