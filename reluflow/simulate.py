@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from reluflow.flows import constraint_drift, make_flow, project_to_manifold
+from reluflow.flows import constraint_drift, make_flow
 from reluflow.integrate.result import SolveResult
 
 FLOW_NAMES = ("standard", "normalized", "gd")
@@ -168,10 +168,10 @@ def simulate(
     vector_field = make_flow(field_name, problem)
     y0 = vector_field.prepare(theta0)
     normalized = field_name == "normalized"
-    # GD on the normalized field leaves M by O(eta^2) per step, a Rosenbrock step by its local error (it
-    # conserves linear invariants only): both retract with the realization-preserving map (it keeps the
-    # risk). The explicit pairs integrate P G, tangent to the spheres |u_i| = const, well within tolerance.
-    post_step = (lambda y: project_to_manifold(problem, y)) if normalized else None
+    # every solver leaves M by its local error (a GD step by O(eta^2); RK and Rosenbrock methods conserve
+    # linear invariants only, |u_i| = 1 is quadratic): all retract after each accepted step with the
+    # realization-preserving map, which keeps the risk and hence the energy identity
+    post_step = vector_field.retract if normalized else None
     solver_used = "euler" if flow == "gd" else choose_solver(solver, flow, t_max, problem)
     result = _solve(problem, vector_field, flow, solver_used, y0, save_times, rtol=rtol, atol=atol, eta=eta,
                     gtol=gtol, divergence_bound=divergence_bound, max_steps=max_steps, progress=progress,
