@@ -11,7 +11,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 
 
-# names are validated (reluflow.scenario.NAME_PATTERN): paths stay inside results/
+# names are validated (reluflow.experiments.config.NAME_PATTERN): paths stay inside results/
 wildcard_constraints:
     scenario="[a-z][a-z0-9_]*",
     case="[a-z][a-z0-9_]*",

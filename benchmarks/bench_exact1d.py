@@ -21,7 +21,9 @@ import time
 
 import numpy as np
 
-from reluflow import Problem, _kernels1d, exact1d
+from reluflow import Problem
+from reluflow.kernels import exact1d_numba as _kernels1d
+from reluflow.kernels import exact1d
 
 M, H = 4096, 64
 TARGET_RATIO = 6.0

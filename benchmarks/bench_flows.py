@@ -16,7 +16,7 @@ critical points, many with slow power-law tails, which is the stiff long-horizon
 exact kernel is the cheapest (one table interval, 2 Gauss nodes), so the benchmark measures integrator overhead
 rather than quadrature cost: that is what the two sides differ in (both call the same ``G``).
 
-Initial states: ``reluflow.initialization.draw_initializations`` with the gaussian scheme, scale 1 (every
+Initial states: ``reluflow.experiments.initialization.draw_initializations`` with the gaussian scheme, scale 1 (every
 parameter N(0, 1)); each run has its own seeded stream, so run ``r`` is the same whatever ``--runs`` is.
 
 The same G. The reference right-hand side is ``-problem.generalized_gradient(theta)`` on one run (the same exact
@@ -72,11 +72,11 @@ import scipy
 from scipy.integrate import solve_ivp
 
 from reluflow import Problem
-from reluflow.flows import StandardFlow
-from reluflow.initialization import draw_initializations, validate_init
-from reluflow.integrate.explicit import solve_explicit
-from reluflow.integrate.result import Status
-from reluflow.integrate.rosenbrock import solve_rosenbrock
+from reluflow.dynamics.flows import StandardFlow
+from reluflow.experiments.initialization import draw_initializations, validate_init
+from reluflow.dynamics.solvers.explicit import solve_explicit
+from reluflow.dynamics.solvers.result import Status
+from reluflow.dynamics.solvers.rosenbrock import solve_rosenbrock
 
 TARGETS = {
     "affine": {"kind": "affine", "slope": 2.0, "intercept": -1.0},

@@ -1,6 +1,6 @@
 """Cost of the exact d = 1 gradient Jacobian relative to one risk + gradient evaluation of the same batch.
 
-Target (issue 8): for M = 256 runs and H = 16 neurons, ``reluflow.jacobian1d.gradient_jacobian`` (default
+Target (issue 8): for M = 256 runs and H = 16 neurons, ``reluflow.kernels.jacobian1d.gradient_jacobian`` (default
 backend, the compiled kernel) should take at most ~20 times ``Problem.risk_and_gradient`` (default backend)
 on the same batch. The Jacobian writes ``n^2 = 2401`` numbers per run against ``n = 49`` for the gradient.
 
@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from reluflow import Problem
-from reluflow.jacobian1d import gradient_jacobian
+from reluflow.kernels.jacobian1d import gradient_jacobian
 
 PROBLEMS = {
     "affine / uniform": {"target": {"kind": "affine", "slope": 2.0, "intercept": -1.0}, "measure": {"kind": "uniform"}},

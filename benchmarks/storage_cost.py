@@ -2,7 +2,7 @@
 
 Writes a realistic batch (default M = 64 runs of the standard gradient flow for an affine target,
 d = k = 1, H = 16, so n = 49 parameters, T = 200 saves at t = 0 and log-spaced times) with
-:func:`reluflow.dataset.write_trajectory_dataset` and prints ``file size / (M * T * n)``, next to the
+:func:`reluflow.files.trajectories.write_trajectory_dataset` and prints ``file size / (M * T * n)``, next to the
 uncompressed size of the same variables and to a batch of incompressible random numbers of the same shape.
 The figure includes every variable of the file (theta and the per-save diagnostics), so it is the cost a
 user pays per stored parameter value.
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from reluflow import Problem
-from reluflow import dataset as D
-from reluflow.integrate.result import Status
+from reluflow.files import trajectories as D
+from reluflow.dynamics.solvers.result import Status
 
 
 def affine_problem(width: int) -> Problem:

@@ -60,7 +60,7 @@ class ProgressPrinter:
 def cmd_check_config(args) -> int:
     import yaml
 
-    from reluflow.scenario import resolve_scenarios
+    from reluflow.experiments.config import resolve_scenarios
 
     path = Path(args.config)
     if not path.exists():
@@ -76,10 +76,10 @@ def cmd_check_config(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from reluflow.initfile import build_init_dataset, write_init_dataset
-    from reluflow.initialization import draw_initializations, validate_init
+    from reluflow.files.initializations import build_init_dataset, write_init_dataset
+    from reluflow.experiments.initialization import draw_initializations, validate_init
     from reluflow.problem import Problem
-    from reluflow.scenario import Case
+    from reluflow.experiments.config import Case
 
     spec = _spec(args.spec)
     for key in ("scenario", "case", "problem", "init", "batch_size"):
@@ -98,10 +98,10 @@ def cmd_init(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from reluflow.dataset import write_trajectory_dataset
-    from reluflow.initfile import open_init_dataset
+    from reluflow.files.trajectories import write_trajectory_dataset
+    from reluflow.files.initializations import open_init_dataset
     from reluflow.problem import Problem
-    from reluflow.scenario import resolve_flow, save_times
+    from reluflow.experiments.config import resolve_flow, save_times
     from reluflow.simulate import simulate
 
     # the spec is checked before the (possibly large) init file is even opened
@@ -145,7 +145,7 @@ def cmd_simulate(args) -> int:
 
 def _group_datasets(paths):
     """``{(case, flow label): dataset}`` from trajectory files, batches concatenated along ``run``."""
-    from reluflow.dataset import open_trajectories
+    from reluflow.files.trajectories import open_trajectories
 
     groups: dict[tuple[str, str], list[Path]] = {}
     for p in map(Path, paths):
@@ -155,8 +155,8 @@ def _group_datasets(paths):
 
 
 def cmd_summarize(args) -> int:
-    from reluflow.atomicio import atomic_output
-    from reluflow.summary import summarize
+    from reluflow.files.atomic import atomic_output
+    from reluflow.experiments.summary import summarize
 
     spec = _spec(args.spec)
     summary, verdict = summarize(spec, _group_datasets(args.trajectories))
@@ -170,7 +170,7 @@ def cmd_summarize(args) -> int:
 def cmd_figure(args) -> int:
     import pandas as pd
 
-    from reluflow.figures import make_figure
+    from reluflow.experiments.figures import make_figure
 
     spec = _spec(args.spec)
     summary = pd.read_csv(args.summary)
@@ -183,7 +183,7 @@ def cmd_figure(args) -> int:
 def cmd_verdicts(args) -> int:
     import pandas as pd
 
-    from reluflow.atomicio import atomic_output
+    from reluflow.files.atomic import atomic_output
 
     table = pd.concat([pd.read_csv(p) for p in args.verdicts], ignore_index=True)
     with atomic_output(args.output) as tmp:
@@ -244,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from reluflow.dataset import TrajectoryFileError
-    from reluflow.validation import ConfigError
+    from reluflow.files.trajectories import TrajectoryFileError
+    from reluflow.model.validation import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)

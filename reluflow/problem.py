@@ -5,18 +5,18 @@ A problem fixes everything in ``L(theta) = int |N_theta(x) - f(x)|^2 mu(dx)`` ex
 
     network: {input_dim: 1, width: 8, output_dim: 1}   # d, H, k (input_dim, output_dim default 1)
     domain: [0.0, 1.0]                                # [a, b] (the cube [a, b]^d); default [0, 1]
-    target: {kind: affine, slope: 2.0, intercept: -1.0}   # see reluflow.targets
-    measure: {kind: uniform}                          # see reluflow.measures; default uniform (d = 1)
+    target: {kind: affine, slope: 2.0, intercept: -1.0}   # see reluflow.model.targets
+    measure: {kind: uniform}                          # see reluflow.model.measures; default uniform (d = 1)
 
 Evaluation paths:
 
 - ``d = 1`` with a density: the exact kernel ``risk_and_gradient(theta, table, width)`` on the
-  :class:`~reluflow.piecewise.PiecewiseTable` of target and density, from :mod:`reluflow._kernels1d`
-  (numba, ``backend="numba"``, the default) or :mod:`reluflow.exact1d` (pure numpy, ``backend="numpy"``);
+  :class:`~reluflow.model.piecewise.PiecewiseTable` of target and density, from :mod:`reluflow.kernels.exact1d_numba`
+  (numba, ``backend="numba"``, the default) or :mod:`reluflow.kernels.exact1d` (pure numpy, ``backend="numpy"``);
   the kernel module is imported on first use;
-- a discrete measure (any ``d``): :func:`reluflow.discrete.risk_and_gradient`, exact for that measure.
+- a discrete measure (any ``d``): :func:`reluflow.kernels.discrete.risk_and_gradient`, exact for that measure.
 
-Every configuration error raises :class:`~reluflow.validation.ConfigError` naming the key, inside
+Every configuration error raises :class:`~reluflow.model.validation.ConfigError` naming the key, inside
 :meth:`Problem.from_config` and before any points, tables or kernels are built.
 """
 
@@ -27,11 +27,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from reluflow import discrete
-from reluflow.measures import DiscreteMeasure, discrete_measure, parse_measure, piecewise_table
-from reluflow.network import check_theta, n_params, realization as network_realization
-from reluflow.targets import Target, parse_target
-from reluflow.validation import ConfigError, check_mapping, fail, integer, real
+from reluflow.kernels import discrete
+from reluflow.model.measures import DiscreteMeasure, discrete_measure, parse_measure, piecewise_table
+from reluflow.model.network import check_theta, n_params, realization as network_realization
+from reluflow.model.targets import Target, parse_target
+from reluflow.model.validation import ConfigError, check_mapping, fail, integer, real
 
 BACKENDS = ("numba", "numpy")
 
@@ -64,11 +64,11 @@ class Problem:
     defaults filled in; ``Problem.from_config(problem.config)`` gives the same problem), ``input_dim``
     (d), ``width`` (H), ``output_dim`` (k), ``domain`` ((a, b)), ``n_params`` (``d H + H + k H + k``),
     ``backend`` (``"numba"`` or ``"numpy"``: which d = 1 kernel is used; assignable), ``table`` (the
-    :class:`~reluflow.piecewise.PiecewiseTable` of a d = 1 density problem, else ``None``) and
-    ``discrete_measure`` (the :class:`~reluflow.measures.DiscreteMeasure`, else ``None``).
+    :class:`~reluflow.model.piecewise.PiecewiseTable` of a d = 1 density problem, else ``None``) and
+    ``discrete_measure`` (the :class:`~reluflow.model.measures.DiscreteMeasure`, else ``None``).
 
     ``theta`` arguments have shape ``(..., n_params)`` (any leading batch shape, also ``()``), laid out as
-    in MATH.md section 1 (:mod:`reluflow.network`); results keep the batch shape.
+    in MATH.md section 1 (:mod:`reluflow.model.network`); results keep the batch shape.
     """
 
     def __init__(self, config: dict, target: Target, table, measure: DiscreteMeasure | None, backend: str = "numba"):
@@ -93,7 +93,7 @@ class Problem:
     def from_config(cls, mapping: Mapping, backend: str = "numba") -> "Problem":
         """Validate ``mapping`` (keys ``network``, ``domain``, ``target``, ``measure``) and build the problem.
 
-        Raises :class:`~reluflow.validation.ConfigError` (a ``ValueError``) whose message starts with the
+        Raises :class:`~reluflow.model.validation.ConfigError` (a ``ValueError``) whose message starts with the
         dotted key path of the first offending value; ``backend`` must be ``"numba"`` or ``"numpy"``.
         """
         if backend not in BACKENDS:
@@ -166,7 +166,7 @@ class Problem:
     def target(self, x) -> np.ndarray:
         """The target ``f`` at points ``x``: shape ``(P,)`` when k = 1, ``(P, k)`` when k > 1.
 
-        Evaluated from its definition (:mod:`reluflow.targets`), also outside ``[a, b]`` where that makes
+        Evaluated from its definition (:mod:`reluflow.model.targets`), also outside ``[a, b]`` where that makes
         sense (a ``piecewise_linear`` target is constant beyond its end knots).
         """
         return self._outputs(self._target.evaluate(self._points(x)))
@@ -191,9 +191,9 @@ class Problem:
     def _exact_kernel(self):
         """The d = 1 kernel ``risk_and_gradient(theta (M, n), table, width)`` of the chosen backend."""
         if self._backend == "numba":
-            from reluflow._kernels1d import risk_and_gradient
+            from reluflow.kernels.exact1d_numba import risk_and_gradient
         else:
-            from reluflow.exact1d import risk_and_gradient
+            from reluflow.kernels.exact1d import risk_and_gradient
         return risk_and_gradient
 
     def risk_and_gradient(self, theta) -> tuple[np.ndarray, np.ndarray]:
@@ -224,11 +224,11 @@ class Problem:
         """``dG/dtheta`` (the Hessian of the risk where it exists), shape ``batch + (n_params, n_params)``.
 
         Exact for d = 1 laws with a density, including the terms from kinks that move with the
-        parameters (:mod:`reluflow.jacobian1d`); used by the stiff solvers.
+        parameters (:mod:`reluflow.kernels.jacobian1d`); used by the stiff solvers.
         """
         if self.table is None:
             raise ValueError("gradient_jacobian: only available for d = 1 input laws with a density")
-        from reluflow.jacobian1d import gradient_jacobian
+        from reluflow.kernels.jacobian1d import gradient_jacobian
 
         theta = check_theta(theta, self.n_params)
         batch = theta.shape[:-1]

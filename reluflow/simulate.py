@@ -1,8 +1,8 @@
 """``reluflow.simulate``: move an ensemble of initial parameters along a flow and record it.
 
-Pieces (each in its own module): the vector field (:mod:`reluflow.flows`), the solver
-(:mod:`reluflow.integrate`), the certificate (:mod:`reluflow.certify`) and the trajectory layout
-(:mod:`reluflow.dataset`). This module only wires them together and computes the diagnostics at the
+Pieces (each in its own module): the vector field (:mod:`reluflow.dynamics.flows`), the solver
+(:mod:`reluflow.dynamics.solvers`), the certificate (:mod:`reluflow.dynamics.certify`) and the trajectory layout
+(:mod:`reluflow.files.trajectories`). This module only wires them together and computes the diagnostics at the
 save times: risk, ``|G|``, ``|theta|``, the energy-identity residual
 ``L(Theta_0) - L(Theta_t) - int_0^t |F(Theta_s)|^2 ds`` (``F`` the velocity) and, for the normalized
 flow, the constraint drift ``max_i ||u_i| - 1|``.
@@ -15,8 +15,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from reluflow.flows import constraint_drift, make_flow
-from reluflow.integrate.result import SolveResult
+from reluflow.dynamics.flows import constraint_drift, make_flow
+from reluflow.dynamics.solvers.result import SolveResult
 
 FLOW_NAMES = ("standard", "normalized", "gd")
 SOLVER_NAMES = ("auto", "dopri5", "tsit5", "dop853", "rodas4")
@@ -65,15 +65,15 @@ def _solve(problem, field, flow, solver, y0, times, *, rtol, atol, eta, gtol, di
            progress, post_step) -> SolveResult:
     common = dict(gtol=gtol, divergence_bound=divergence_bound, progress=progress)
     if flow == "gd":
-        from reluflow.integrate.gd import gradient_descent
+        from reluflow.dynamics.solvers.gd import gradient_descent
 
         return gradient_descent(field.rhs, y0, eta, times, retraction=post_step, **common)
     if solver == "rodas4":
-        from reluflow.integrate.rosenbrock import solve_rosenbrock
+        from reluflow.dynamics.solvers.rosenbrock import solve_rosenbrock
 
         return solve_rosenbrock(field.rhs, field.jac, y0, times, rtol=rtol, atol=atol, max_steps=max_steps,
                                 post_step=post_step, **common)
-    from reluflow.integrate.explicit import solve_explicit
+    from reluflow.dynamics.solvers.explicit import solve_explicit
 
     return solve_explicit(field.rhs, y0, times, tableau=solver, rtol=rtol, atol=atol, max_steps=max_steps,
                           post_step=post_step, **common)
@@ -116,14 +116,14 @@ def simulate(
     rtol, atol : local error tolerances of the adaptive solvers.
     gtol : stop a run once ``|F(Theta)| <= gtol`` (status ``converged``).
     solver : ``"auto"``, ``"dopri5"``, ``"tsit5"``, ``"dop853"`` or ``"rodas4"`` (stiff).
-    certify : polish each final state to a critical point (:mod:`reluflow.certify`).
+    certify : polish each final state to a critical point (:mod:`reluflow.dynamics.certify`).
     run_ids, init : run ids (default ``0..M-1``) and per-run initialization metadata for the file.
     scenario, title, config : provenance recorded in the dataset.
     progress : ``progress(fraction)`` callback for long integrations.
 
     Returns
     -------
-    xarray.Dataset in the layout of :mod:`reluflow.dataset`.
+    xarray.Dataset in the layout of :mod:`reluflow.files.trajectories`.
     """
     if flow not in FLOW_NAMES:
         raise ValueError(f"flow: unknown flow {flow!r}; expected one of {list(FLOW_NAMES)}")
@@ -192,7 +192,7 @@ def simulate(
         if finite.size:
             last[i] = theta[i, finite[-1]]
     if certify:
-        from reluflow.certify import polish_critical_points
+        from reluflow.dynamics.certify import polish_critical_points
 
         cert = polish_critical_points(problem, last)
         crit = dict(critical_risk=cert.risk, critical_grad_norm=cert.grad_norm, critical_distance=cert.distance)
@@ -200,7 +200,7 @@ def simulate(
         nan = np.full(m, np.nan)
         crit = dict(critical_risk=nan, critical_grad_norm=nan, critical_distance=nan.copy())
 
-    from reluflow.asymptotics import fit_decays
+    from reluflow.dynamics.asymptotics import fit_decays
 
     # rounding level of a risk that has reached zero: (64 eps)^2 E|f|^2, E|f|^2 = L(0) (asymptotics docstring)
     noise_floor = (64 * np.finfo(float).eps) ** 2 * float(problem.risk(np.zeros(problem.n_params)))
@@ -210,7 +210,7 @@ def simulate(
         "flow": flow, "field": field_name, "solver": solver_used, "rtol": rtol, "atol": atol, "eta": eta,
         "gtol": gtol, "divergence_bound": divergence_bound, "max_steps": max_steps, "t_max": t_max,
     }
-    from reluflow.dataset import build_from_solve_result
+    from reluflow.files.trajectories import build_from_solve_result
 
     # one place computes the energy-identity residual and stores the solver's info and step counts
     return build_from_solve_result(

@@ -1,6 +1,6 @@
 """Test helpers for the exact d = 1 kernels: small piecewise tables built by hand, and test parameters.
 
-Each case carries its :class:`~reluflow.piecewise.PiecewiseTable` *and* independent Python formulas for
+Each case carries its :class:`~reluflow.model.piecewise.PiecewiseTable` *and* independent Python formulas for
 the target and the density (written directly, not evaluated from the table's coefficients), so that
 a reference integrating the formulas checks the kernels and the table together.
 
@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from reluflow.piecewise import PiecewiseTable
+from reluflow.model.piecewise import PiecewiseTable
 
 
 @dataclass

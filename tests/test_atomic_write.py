@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from reluflow import atomicio
-from reluflow import dataset as D
-from reluflow.dataset import (
+from reluflow.files import atomic as atomicio
+from reluflow.files import trajectories as D
+from reluflow.files.trajectories import (
     TEMPORARY_FILE_PATTERN,
     TrajectoryFileError,
     open_trajectory_dataset,
@@ -37,7 +37,7 @@ WRITER = textwrap.dedent(
     """
     import hashlib, sys
     import numpy as np
-    from reluflow import dataset as D
+    from reluflow.files import trajectories as D
     path, generation, runs, method = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     rng = np.random.default_rng(generation)
     T, H = 200, 16

@@ -1,4 +1,4 @@
-"""Certification of a flow's limit (reluflow.certify): polishing to an exact zero of G.
+"""Certification of a flow's limit (reluflow.dynamics.certify): polishing to an exact zero of G.
 
 Known critical points (MATH.md section 5, affine target alpha x + beta, uniform law on [0, 1]):
 H = 1 with a dead neuron and the best constant (L = alpha^2 / 12) and the H = 2 point with L = alpha^2 / 972.
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from reluflow import Problem
-from reluflow.certify import polish_critical_point, polish_critical_points
+from reluflow.dynamics.certify import polish_critical_point, polish_critical_points
 
 ALPHA, BETA = 2.0, -1.0
 
@@ -71,7 +71,7 @@ _SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
     from reluflow import Problem
-    from reluflow.certify import polish_critical_points
+    from reluflow.dynamics.certify import polish_critical_points
     # a different heap history in each process (array addresses, hence alignment, differ)
     junk = [np.empty(int(n)) for n in np.random.default_rng(int(sys.argv[1])).integers(1, 4097, 300)]
     problem = Problem.from_config({

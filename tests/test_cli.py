@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reluflow.dataset import open_trajectory_dataset
+from reluflow.files.trajectories import open_trajectory_dataset
 
 PROBLEM = {"network": {"input_dim": 1, "width": 2, "output_dim": 1}, "domain": [0.0, 1.0],
            "target": {"kind": "affine", "slope": 2.0, "intercept": -1.0}, "measure": {"kind": "uniform"}}

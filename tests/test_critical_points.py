@@ -16,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reluflow import Problem, _kernels1d, exact1d
-from reluflow.piecewise import PiecewiseTable
+from reluflow import Problem
+from reluflow.kernels import exact1d_numba as _kernels1d
+from reluflow.kernels import exact1d
+from reluflow.model.piecewise import PiecewiseTable
 
 PATHS = {"numpy": exact1d.risk_and_gradient, "numba": _kernels1d.risk_and_gradient}
 ALPHA_BETA = [(1.0, 0.0), (3.0, -1.5), (-2.0, 0.25), (0.3, 2.0)]

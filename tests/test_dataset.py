@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from reluflow import dataset as D
-from reluflow import provenance
-from reluflow.dataset import (
+from reluflow.files import trajectories as D
+from reluflow.files import provenance
+from reluflow.files.trajectories import (
     SCHEMA_VERSION,
     TrajectoryFileError,
     build_from_solve_result,
@@ -31,7 +31,7 @@ from reluflow.dataset import (
     validate_trajectory_dataset,
     write_trajectory_dataset,
 )
-from reluflow.integrate.result import STATUS_MEANINGS, SolveResult, Status
+from reluflow.dynamics.solvers.result import STATUS_MEANINGS, SolveResult, Status
 
 HISTORY = "2024-01-01T00:00:00+00:00: reluflow simulate --test"
 

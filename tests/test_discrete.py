@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from reluflow import discrete
-from reluflow.network import n_params, preactivations, unpack
+from reluflow.kernels import discrete
+from reluflow.model.network import n_params, preactivations, unpack
 from reluflow.problem import Problem
 
 # Comparison with the loop: both sides sum the same terms in different orders, so they differ by at most

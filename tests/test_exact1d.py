@@ -21,8 +21,9 @@ import pytest
 from scipy.integrate import IntegrationWarning
 
 from quadrature_reference import risk_and_gradient_reference
-from reluflow import _kernels1d, exact1d
-from reluflow.piecewise import PiecewiseTable
+from reluflow.kernels import exact1d_numba as _kernels1d
+from reluflow.kernels import exact1d
+from reluflow.model.piecewise import PiecewiseTable
 from tables1d import SPECIAL_H, case, cases, random_theta, special_theta
 
 EPS = np.finfo(float).eps

@@ -1,4 +1,4 @@
-"""Paper figures (reluflow.figures): every scenario kind draws from synthetic trajectories that include a
+"""Paper figures (reluflow.experiments.figures): every scenario kind draws from synthetic trajectories that include a
 diverged run, writes a vector PDF and a PNG of the documented size atomically, and counts the diverged runs
 in a legend.
 """
@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from reluflow.figures import DOUBLE_COLUMN, PNG_DPI, make_figure, paper_style
-from reluflow.summary import summarize
+from reluflow.experiments.figures import DOUBLE_COLUMN, PNG_DPI, make_figure, paper_style
+from reluflow.experiments.summary import summarize
 from test_summary import (
     AFFINE_01,
     DIVERGED,
@@ -190,7 +190,7 @@ def test_each_kind_writes_pdf_and_png_of_the_paper_size(kind, tmp_path):
 def test_diverged_runs_are_counted_in_a_legend(kind, tmp_path):
     spec, datasets, n_diverged = CASES[kind]()
     summary, verdict = tables_via_csv(spec, datasets, tmp_path)
-    module = importlib.import_module(f"reluflow.figures.{kind}")
+    module = importlib.import_module(f"reluflow.experiments.figures.{kind}")
     with paper_style():
         fig = module.draw(spec, datasets, summary, verdict)
     try:
@@ -222,7 +222,7 @@ def test_a_failed_draw_leaves_previous_files_and_no_temporary_files(tmp_path, mo
     pdf, png = tmp_path / "f.pdf", tmp_path / "f.png"
     pdf.write_bytes(b"old pdf")
     png.write_bytes(b"old png")
-    module = importlib.import_module("reluflow.figures.gd_vs_gf")
+    module = importlib.import_module("reluflow.experiments.figures.gd_vs_gf")
 
     def broken(*args, **kwargs):
         raise RuntimeError("drawing failed")
@@ -283,7 +283,7 @@ def test_figures_are_reproducible_bytes(tmp_path):
 def test_runs_the_solver_gave_up_on_are_marked_and_counted(tmp_path):
     spec, datasets, _ = bounded_critical_case(with_failed=True)
     summary, verdict = tables_via_csv(spec, datasets, tmp_path)
-    module = importlib.import_module("reluflow.figures.jr_bounded_critical")
+    module = importlib.import_module("reluflow.experiments.figures.jr_bounded_critical")
     with paper_style():
         fig = module.draw(spec, datasets, summary, verdict)
     try:

@@ -14,7 +14,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from reluflow import Problem
-from reluflow.flows import (
+from reluflow.dynamics.flows import (
     NormalizedFlow,
     StandardFlow,
     constraint_drift,
@@ -22,8 +22,8 @@ from reluflow.flows import (
     project_to_manifold,
     tangent_projection,
 )
-from reluflow.initialization import exact_affine_representation
-from reluflow.integrate.result import Status
+from reluflow.experiments.initialization import exact_affine_representation
+from reluflow.dynamics.solvers.result import Status
 from reluflow.simulate import simulate
 
 
@@ -113,7 +113,7 @@ def test_explicit_normalized_flow_is_projected_back_onto_the_manifold():
     """At the default rtol 1e-8 an explicit pair alone lets |u_i| drift by its local error (about 1e-9 here,
     checked below so that the test can fail); with the projection after each accepted step the drift is
     rounding level and the trajectory agrees with the unprojected one to the tolerance."""
-    from reluflow.integrate import solve_explicit
+    from reluflow.dynamics.solvers import solve_explicit
 
     p = problem(width=8)
     theta0 = project_to_manifold(p, initial(p, 5, seed=0, scale=3.0))

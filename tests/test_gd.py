@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from gradient_systems import quartic
 
-from reluflow.integrate import Status, gd_save_steps, gradient_descent, solve_explicit
+from reluflow.dynamics.solvers import Status, gd_save_steps, gradient_descent, solve_explicit
 
 
 def test_linear_iterates_and_energy_are_exact():
@@ -26,7 +26,8 @@ def test_linear_iterates_and_energy_are_exact():
     expect_e = np.array([[eta * lam**2 * n2 * sum(q ** (2 * j) for j in range(kk)) for kk in k] for n2 in norms2])
     assert np.allclose(res.energy, expect_e, rtol=1e-13, atol=0)
     assert np.all(res.status == Status.FINISHED) and np.allclose(res.t_final, 2.0, rtol=1e-15)
-    assert res.n_rhs == 2 * 40
+    # f at every iterate, the last one included (the driver checks that f is finite at each accepted state)
+    assert res.n_rhs == 2 * 41
 
 
 def test_save_times_are_rounded_to_whole_steps():

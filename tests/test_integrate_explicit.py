@@ -10,7 +10,7 @@ import pytest
 from gradient_systems import quartic
 from scipy.integrate import solve_ivp
 
-from reluflow.integrate import (
+from reluflow.dynamics.solvers import (
     DOP853,
     DOPRI5,
     TABLEAUX,

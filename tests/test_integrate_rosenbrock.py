@@ -1,4 +1,4 @@
-"""Tests of the batched Rosenbrock solver (reluflow.integrate.rosenbrock).
+"""Tests of the batched Rosenbrock solver (reluflow.dynamics.solvers.rosenbrock).
 
 Independent checks: order conditions from rooted trees (coefficients), linear stability function (L-stability),
 the J = 0 limit against a hand-written explicit RK step, empirical convergence orders against solve_ivp,
@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from reluflow.integrate import rosenbrock as rb
-from reluflow.integrate.result import Status
-from reluflow.integrate.rosenbrock import (
+from reluflow.dynamics.solvers import driver
+from reluflow.dynamics.solvers import rosenbrock as rb
+from reluflow.dynamics.solvers.result import Status
+from reluflow.dynamics.solvers.rosenbrock import (
     RODAS4,
     RODAS5P,
     ROSENBROCK_TABLEAUS,
@@ -653,7 +654,7 @@ def test_progress_is_throttled(monkeypatch):
         clock["now"] += clock["tick"]
         return clock["now"]
 
-    monkeypatch.setattr(rb.time, "monotonic", fake_monotonic)
+    monkeypatch.setattr(driver.time, "monotonic", fake_monotonic)
     seen = []
     clock["tick"] = 0.0  # time stands still: only the final report
     solve_rosenbrock(quartic_rhs, quartic_jac, Y0_QUARTIC, [10.0], progress=seen.append)

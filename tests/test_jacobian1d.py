@@ -1,8 +1,8 @@
-"""Tests of :func:`reluflow.jacobian1d.gradient_jacobian`: the exact Jacobian ``dG/dtheta`` for d = 1.
+"""Tests of :func:`reluflow.kernels.jacobian1d.gradient_jacobian`: the exact Jacobian ``dG/dtheta`` for d = 1.
 
 Independent references:
 
-- central finite differences of ``G`` from :func:`reluflow.exact1d.risk_and_gradient` (another developer's
+- central finite differences of ``G`` from :func:`reluflow.kernels.exact1d.risk_and_gradient` (another developer's
   kernel with another algorithm: sorted pieces, residual first), at generic points;
 - Richardson-extrapolated second differences of the risk ``L`` alone (``u^T J u`` is the curvature of ``L``);
 - ``scipy.integrate.quad`` of the diagonal neuron entries, with the kink term built from pointwise
@@ -20,9 +20,9 @@ import pytest
 from scipy import integrate
 
 from reluflow import Problem
-from reluflow.exact1d import risk_and_gradient
-from reluflow.jacobian1d import BACKENDS, gradient_jacobian
-from reluflow.piecewise import PiecewiseTable
+from reluflow.kernels.exact1d import risk_and_gradient
+from reluflow.kernels.jacobian1d import BACKENDS, gradient_jacobian
+from reluflow.model.piecewise import PiecewiseTable
 
 CONFIGS = {
     # k = 1, affine target, uniform density
@@ -85,7 +85,7 @@ def generic_theta(rng, problem, M, gap=0.03, p_inside=0.8):
 
 def fd_jacobian(theta, problem, h_rel=1e-6):
     """Central differences ``(G(theta + h e_s) - G(theta - h e_s)) / 2h``, ``h = h_rel max(1, |theta_s|)``,
-    with ``G`` from the numpy reference kernel :mod:`reluflow.exact1d`; returns ``J[r, s] = dG_r/dtheta_s``."""
+    with ``G`` from the numpy reference kernel :mod:`reluflow.kernels.exact1d`; returns ``J[r, s] = dG_r/dtheta_s``."""
     M, n = theta.shape
     h = h_rel * np.maximum(1.0, np.abs(theta))
     steps = h[:, :, None] * np.eye(n)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reluflow.dataset import open_trajectories
+from reluflow.files.trajectories import open_trajectories
 from workflow_runner import (
     mutated_config,
     copy_project,

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from reluflow import Problem
-from reluflow.initialization import draw_initializations, exact_affine_representation
-from reluflow.scenario import resolve_scenarios, run_seed_sequence, save_times, stable_entropy
-from reluflow.validation import ConfigError
+from reluflow.experiments.initialization import draw_initializations, exact_affine_representation
+from reluflow.experiments.config import resolve_scenarios, run_seed_sequence, save_times, stable_entropy
+from reluflow.model.validation import ConfigError
 from workflow_runner import mutated_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from quadrature_reference import plain_softplus, smoothed_gradient
-from reluflow import _kernels1d, exact1d
+from reluflow.kernels import exact1d_numba as _kernels1d
+from reluflow.kernels import exact1d
 from tables1d import SPECIAL_H, case, special_theta
 
 R_VALUES = (1e2, 1e3, 1e4, 1e5)

@@ -11,9 +11,9 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from reluflow import Problem
-from reluflow.asymptotics import fit_decay
-from reluflow.flows import StandardFlow
-from reluflow.integrate.rosenbrock import solve_rosenbrock
+from reluflow.dynamics.asymptotics import fit_decay
+from reluflow.dynamics.flows import StandardFlow
+from reluflow.dynamics.solvers.rosenbrock import solve_rosenbrock
 from reluflow.simulate import simulate
 
 
@@ -134,7 +134,7 @@ def test_normalized_flow_jacobian_matches_central_differences():
     """``NormalizedFlow.jac`` (the exact J of G through the projection) against central differences of
     ``rhs`` with step 1e-6, on and off the manifold (|u_i| = 1.3 for one neuron), k = 2. The difference
     quotient's error is ~h^2 |F'''| + eps |F| / h ~ 1e-10 relative; a wrong or missing term of dP[G] is O(|G|)."""
-    from reluflow.flows import NormalizedFlow
+    from reluflow.dynamics.flows import NormalizedFlow
 
     problem = sine_problem(4, output_dim=2)
     flow = NormalizedFlow(problem)

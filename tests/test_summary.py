@@ -1,6 +1,6 @@
-"""Per-run summary tables and verdicts (reluflow.summary) on synthetic trajectories with known answers.
+"""Per-run summary tables and verdicts (reluflow.experiments.summary) on synthetic trajectories with known answers.
 
-The synthetic datasets are built with :func:`reluflow.dataset.build_trajectory_dataset` from arrays chosen so
+The synthetic datasets are built with :func:`reluflow.files.trajectories.build_trajectory_dataset` from arrays chosen so
 that every summary number is known in closed form; comparisons of copied or selected values are exact, and
 computed ones (ratios, fitted slopes) carry a tolerance stated where it is used.
 """
@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from reluflow import Problem
-from reluflow.dataset import build_trajectory_dataset
-from reluflow.integrate.result import Status
-from reluflow.summary import (
+from reluflow.files.trajectories import build_trajectory_dataset
+from reluflow.dynamics.solvers.result import Status
+from reluflow.experiments.summary import (
     BOUNDED_GROWTH,
     ZERO_RISK,
     affine_critical_value,

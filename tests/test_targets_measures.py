@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from reluflow.measures import discrete_measure, parse_measure
-from reluflow.network import realization
+from reluflow.model.measures import discrete_measure, parse_measure
+from reluflow.model.network import realization
 from reluflow.problem import Problem
 
 A, B = -1.0, 2.0  # a domain with a != 0, so that global-coordinate coefficients are exercised

@@ -12,7 +12,7 @@ import pytest
 
 import reluflow.problem as problem_module
 from reluflow.problem import Problem
-from reluflow.validation import ConfigError
+from reluflow.model.validation import ConfigError
 
 BASE = {
     "network": {"input_dim": 1, "width": 8, "output_dim": 1},
@@ -279,7 +279,7 @@ _SCHEMA = {
     ],
 )
 def test_schema_errors_name_the_key_path(config, prefix):
-    from reluflow.validation import check_schema
+    from reluflow.model.validation import check_schema
 
     with pytest.raises(ConfigError) as err:
         check_schema(config, _SCHEMA)
@@ -287,7 +287,7 @@ def test_schema_errors_name_the_key_path(config, prefix):
 
 
 def test_schema_error_carries_the_schema_description():
-    from reluflow.validation import check_schema
+    from reluflow.model.validation import check_schema
 
     with pytest.raises(ConfigError, match=r"\(scenario name\)$"):
         check_schema({"scenarios": [{"name": "X"}]}, _SCHEMA)

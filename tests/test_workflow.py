@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from reluflow.dataset import open_trajectories
-from reluflow.scenario import resolve_scenarios
+from reluflow.files.trajectories import open_trajectories
+from reluflow.experiments.config import resolve_scenarios
 from workflow_runner import ROOT, copy_project, load_config, run_snakemake, snakemake_command, trajectory_files, \
     write_config
 

@@ -12,8 +12,8 @@ min_version("8.20")
 # message that names the offending key; nothing under results/ is touched.
 # reluflow's check_schema instead of snakemake.utils.validate: the same JSON schema, but the message
 # is "<key path>: <problem>" rather than a dump of the schema.
-from reluflow.scenario import resolve_scenarios
-from reluflow.validation import ConfigError, check_schema
+from reluflow.experiments.config import resolve_scenarios
+from reluflow.model.validation import ConfigError, check_schema
 
 with open(workflow.source_path("../schemas/config.schema.yaml")) as schema_file:
     CONFIG_SCHEMA = yaml.safe_load(schema_file)

@@ -1,0 +1,316 @@
+"""Step-size controllers: given a step's error estimate, accept or reject it and propose the next step.
+
+A controller acts row by row on a batch (one step size, one error norm and one decision per run, computed
+with elementwise operations and sums along a row only), so a run's step sequence does not depend on the
+other runs in the batch. Its per-run memory (the last accepted error, ...) lives in a dict of arrays that the
+driver (:mod:`reluflow.dynamics.solvers.driver`) compacts together with the run states when runs stop.
+
+Three controllers, each the one its method family was designed and validated with:
+
+:class:`PIController` (explicit embedded pairs; Hairer, Norsett & Wanner I, II.4 and II, IV.2). With the scale
+``sc_i = atol + rtol max(|y_n,i|, |y_n+1,i|)`` and the error ``e = h sum_j (b_j - bhat_j) k_j``::
+
+    err = sqrt( (1/n) sum_i (e_i / sc_i)^2 )                                      (HNW I, (4.11))
+
+DOP853's two estimators ``e5`` and ``e3`` combine into ``err = |h| S5 / sqrt(n (S5 + 0.01 S3))`` with
+``S = sum_i (sum_j E_j k_j,i / sc_i)^2``, which is ``O(h^8)``. With ``k = q + 1`` (``q`` the order of the
+error estimate) an accepted step is followed by ``h * clip(0.9 err^(-beta1) err_prev^(beta2), 0.2, 10)``
+(Gustafsson's PI control, ``beta1 = 0.7/k``, ``beta2 = 0.4/k``, HNW II, IV.2, (2.43): the ``err_prev``
+factor damps the oscillation of plain control when the step is limited by stability, as for a gradient flow
+settled near a minimum), a rejected one by ``h * clip(0.9 err^(-1/k), 0.2, 1)`` (no growth).
+
+:class:`PredictiveController` (Rosenbrock methods; Hairer & Wanner's ``rodas.f``). RMS error norm of the
+step's own error estimate, ``h / fac`` with ``fac = clip(err^(1/q) / 0.9, 1/6, 5)`` (``q`` = embedded order
++ 1) and, after an accepted step preceded by an accepted one, Gustafsson's predictive factor
+``(h_acc / h) (err^2 / err_acc)^(1/q) / 0.9`` (the larger step wins); no increase right after a rejection;
+a rejected first step is retried with ``h / 10``, a singular linear system with ``h / 2``; five singular
+systems in a row fail the run.
+
+:class:`FixedStep` (gradient descent): every step has length ``eta`` and is accepted; the iterates live on
+the grid ``t_j = j eta`` (computed as that product, never as a sum of ``j`` roundings).
+
+Energy: the solvers integrate ``E' = |f(y)|^2`` beside ``y`` (the energy identity of a gradient flow);
+its error estimate joins the error norm as one more component, so the energy-identity residual is
+controlled, not incidental.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+__all__ = ["PIController", "PredictiveController", "FixedStep", "LANDING_SLACK", "UNDERFLOW"]
+
+#: a step that would end within this fraction of the next save time is stretched to land on it, so a save
+#: time just ahead does not leave a sliver step (Hairer's codes use the same 1 %).
+LANDING_SLACK = 1.01
+
+#: relative step-size underflow: ``h < UNDERFLOW * max(1, t)`` fails the run (such a step changes ``t`` by
+#: about 100 ulps, so the integration cannot make meaningful progress).
+UNDERFLOW = 1e-14
+
+#: an error norm of exactly 0 would give an infinite growth factor; fmax caps it anyway, and this floor keeps
+#: the arithmetic finite (``err^-beta1 * err_prev^beta2`` with err_prev -> 0 would otherwise give inf * 0).
+_ERR_FLOOR = 1e-10
+
+
+@njit(cache=True)
+def _scaled_square_sums(e, y0, y1, rtol, atol):
+    """``sum_i (e_i / (atol + rtol * max(|y0_i|, |y1_i|)))^2`` for each row, in one pass (sequential sum
+    along the row, so the value depends on that row only)."""
+    m, n = e.shape
+    out = np.empty(m)
+    for r in range(m):
+        acc = 0.0
+        for c in range(n):
+            q = e[r, c] / (atol + rtol * max(abs(y0[r, c]), abs(y1[r, c])))
+            acc += q * q
+        out[r] = acc
+    return out
+
+
+class _AdaptiveLanding:
+    """Save times are hit exactly: a step that would pass the next save time ``t_k`` (or come within 1 %
+    of it) is replaced by the step ``t_k - t`` that lands on it. The state there is the method's solution
+    itself (no dense-output interpolation)."""
+
+    adaptive = True
+
+    def landing(self, t: np.ndarray, h: np.ndarray, t_next: np.ndarray, memory: dict):
+        remaining = t_next - t
+        land = LANDING_SLACK * h >= remaining
+        return np.where(land, remaining, h), land
+
+    def time_after(self, t, step, t_next, land, n_accepted, memory):
+        return np.where(land, t_next, t + step)
+
+
+@dataclass(frozen=True)
+class PIController(_AdaptiveLanding):
+    """Per-run PI step-size controller of the explicit pairs (module docstring).
+
+    Parameters
+    ----------
+    rtol, atol : relative and absolute tolerances of the scale ``atol + rtol * max(|y_n|, |y_{n+1}|)``.
+    error_order : ``q``, the order of the embedded error estimate (``k = q + 1`` in the exponents).
+    beta1, beta2 : PI exponents; ``None`` means ``0.7/k`` and ``0.4/k``. ``beta2 = 0, beta1 = 1/k`` gives the
+        classical I controller.
+    safety, fmin, fmax : safety factor and the clip of the step ratio ``h_new / h``.
+    energy_in_norm : the energy integral's error estimate is one more component of the error norm.
+    """
+
+    rtol: float
+    atol: float
+    error_order: int
+    beta1: float | None = None
+    beta2: float | None = None
+    safety: float = 0.9
+    fmin: float = 0.2
+    fmax: float = 10.0
+    energy_in_norm: bool = True
+
+    def __post_init__(self):
+        if not (np.isfinite(self.rtol) and self.rtol > 0):
+            raise ValueError(f"rtol: must be a positive finite number, got {self.rtol!r}")
+        if not (np.isfinite(self.atol) and self.atol > 0):
+            raise ValueError(f"atol: must be a positive finite number, got {self.atol!r}")
+        if not (isinstance(self.error_order, (int, np.integer)) and self.error_order >= 1):
+            raise ValueError(f"error_order: must be a positive integer, got {self.error_order!r}")
+        if not (0 < self.safety <= 1 and 0 < self.fmin < 1 < self.fmax):
+            raise ValueError("safety, fmin, fmax: need 0 < safety <= 1 and 0 < fmin < 1 < fmax")
+
+    @property
+    def k(self) -> int:
+        return self.error_order + 1
+
+    @property
+    def exponents(self) -> tuple[float, float]:
+        """``(beta1, beta2)`` with the defaults filled in."""
+        b1 = 0.7 / self.k if self.beta1 is None else self.beta1
+        b2 = 0.4 / self.k if self.beta2 is None else self.beta2
+        return b1, b2
+
+    def scale(self, y0: np.ndarray, y1: np.ndarray) -> np.ndarray:
+        """``atol + rtol * max(|y0|, |y1|)`` componentwise, shape ``(m, n)``."""
+        return self.atol + self.rtol * np.maximum(np.abs(y0), np.abs(y1))
+
+    def initial_scale(self, y0: np.ndarray) -> np.ndarray:
+        """The scale of the starting-step estimate, ``atol + rtol |y0|``."""
+        return self.atol + self.rtol * np.abs(y0)
+
+    def memory(self, m: int) -> dict:
+        """Per-run memory: the error of the last accepted step (1 at the start)."""
+        return {"err_prev": np.ones(m)}
+
+    def error_norm(
+        self,
+        h: np.ndarray,
+        e_main: np.ndarray,
+        y0: np.ndarray,
+        y1: np.ndarray,
+        e_low: np.ndarray | None = None,
+        energy: tuple | None = None,
+    ) -> np.ndarray:
+        """Scaled error norm per run, shape ``(m,)``.
+
+        ``e_main = sum_j (b_j - bhat_j) k_j`` (without the factor ``h``), ``h`` of shape ``(m,)``. With
+        ``e_low`` (DOP853's third-order estimator) the combined norm of the module docstring is returned.
+        ``energy = (e_E, e_E_low, E0, E1)`` adds the energy integral ``E`` as one more component (its error
+        estimates without the factor ``h``, ``e_E_low`` only with ``e_low``, and its values before and after).
+        A non-finite estimate gives ``inf`` (the step is rejected).
+        """
+        n = y0.shape[-1]
+        s_main = _scaled_square_sums(e_main, y0, y1, float(self.rtol), float(self.atol))
+        if energy is not None:
+            e_energy, e_energy_low, energy0, energy1 = energy
+            scale = self.atol + self.rtol * np.maximum(np.abs(energy0), np.abs(energy1))
+            s_main = s_main + np.square(e_energy / scale)
+            n += 1
+        if e_low is None:
+            err = np.abs(h) * np.sqrt(s_main / n)
+        else:
+            s_low = _scaled_square_sums(e_low, y0, y1, float(self.rtol), float(self.atol))
+            if energy is not None:
+                s_low = s_low + np.square(e_energy_low / scale)
+            denom = s_main + 0.01 * s_low
+            denom = np.where(denom > 0, denom, 1.0)
+            err = np.abs(h) * s_main / np.sqrt(n * denom)
+        return np.where(np.isfinite(err), err, np.inf)
+
+    def estimate_norm(self, h, estimate, y0, energy0):
+        """The error norm of a method's :class:`~reluflow.dynamics.solvers.driver.StepEstimate`."""
+        energy = None
+        if self.energy_in_norm:
+            energy = (estimate.energy_error, estimate.energy_error_low, energy0,
+                      energy0 + estimate.energy_increment)
+        return self.error_norm(h, estimate.error, y0, estimate.y_new, estimate.error_low, energy)
+
+    def next_step(self, h: np.ndarray, err: np.ndarray, err_prev: np.ndarray, accepted: np.ndarray) -> np.ndarray:
+        """Proposed next step per run: PI update after an accepted step, I update (no growth) after a rejection."""
+        beta1, beta2 = self.exponents
+        e = np.maximum(err, _ERR_FLOOR)
+        ep = np.maximum(err_prev, _ERR_FLOOR)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            fac_acc = self.safety * np.power(e, -beta1) * np.power(ep, beta2)
+            fac_rej = self.safety * np.power(e, -1.0 / self.k)
+        fac_acc = np.clip(np.nan_to_num(fac_acc, nan=self.fmin), self.fmin, self.fmax)
+        fac_rej = np.clip(np.nan_to_num(fac_rej, nan=self.fmin), self.fmin, 1.0)
+        return h * np.where(accepted, fac_acc, fac_rej)
+
+    def update(self, memory: dict, step, err, accepted, valid, n_accepted) -> np.ndarray:
+        """The next proposal after attempting ``step``; the memory is updated in place."""
+        h_next = self.next_step(step, err, memory["err_prev"], accepted)
+        memory["err_prev"] = np.where(accepted, err, memory["err_prev"])
+        return h_next
+
+    def failed(self, memory: dict) -> np.ndarray | None:
+        return None
+
+    def info(self) -> dict:
+        return {"kind": "PI", "beta1": self.exponents[0], "beta2": self.exponents[1], "safety": self.safety,
+                "fmin": self.fmin, "fmax": self.fmax}
+
+
+_SAFETY = 0.9
+_FAC_GROW = 1.0 / 6.0  # smallest h/h_new: at most 6x growth per step
+_FAC_SHRINK = 5.0  # largest h/h_new: at most 5x reduction per rejection
+_MAX_SINGULAR = 5
+
+
+def _rms(x: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.mean(x * x, axis=-1))
+
+
+class PredictiveController(_AdaptiveLanding):
+    """Per-run controller of ``rodas.f`` with Gustafsson's predictive factor (module docstring).
+
+    ``atol`` is a positive number or one per component ``(n,)``; ``embedded_order`` the order of the
+    embedded solution. The energy integral's error joins the RMS norm as an ``(n + 1)``-th component.
+    """
+
+    def __init__(self, rtol: float, atol, embedded_order: int):
+        self.rtol = float(rtol)
+        self.atol = np.asarray(atol, dtype=float)
+        self.q = embedded_order + 1
+
+    def initial_scale(self, y0: np.ndarray) -> np.ndarray:
+        return self.atol + self.rtol * np.abs(y0)
+
+    def memory(self, m: int) -> dict:
+        """Per-run memory: the last accepted step and its error, whether the last attempt was rejected, and
+        the number of singular linear systems in a row."""
+        return {"h_acc": np.zeros(m), "err_acc": np.ones(m), "last_rejected": np.zeros(m, dtype=bool),
+                "n_singular": np.zeros(m, dtype=np.int64)}
+
+    def estimate_norm(self, h, estimate, y0, energy0):
+        n = y0.shape[-1]
+        scale = self.atol + self.rtol * np.maximum(np.abs(y0), np.abs(estimate.y_new))
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = _rms(estimate.error / scale)
+            energy_scale = float(np.max(self.atol)) + self.rtol * np.maximum(
+                np.abs(energy0), np.abs(energy0 + estimate.energy_increment))
+            err = np.sqrt((n * err**2 + (estimate.energy_error / energy_scale) ** 2) / (n + 1))
+        return np.where(np.isfinite(err) & np.all(np.isfinite(estimate.y_new), axis=-1), err, np.inf)
+
+    def update(self, memory: dict, step, err, accepted, valid, n_accepted) -> np.ndarray:
+        """The next proposal; ``valid`` is False where the method's linear system was singular."""
+        q = self.q
+        rejected = valid & ~accepted
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            fac = np.clip(err ** (1.0 / q) / _SAFETY, _FAC_GROW, _FAC_SHRINK)
+            gus = accepted & (n_accepted > 0)
+            fac_gus = (memory["h_acc"] / step) * (err**2 / memory["err_acc"]) ** (1.0 / q) / _SAFETY
+            fac = np.where(gus, np.maximum(fac, np.clip(fac_gus, _FAC_GROW, _FAC_SHRINK)), fac)
+        h_new = step / fac
+        h_new = np.where(accepted & memory["last_rejected"], np.minimum(h_new, step), h_new)
+        h_new = np.where(rejected & (n_accepted == 0), 0.1 * step, h_new)
+        h_new = np.where(~valid, 0.5 * step, h_new)
+        memory["h_acc"] = np.where(accepted, step, memory["h_acc"])
+        memory["err_acc"] = np.where(accepted, np.maximum(err, 1e-2), memory["err_acc"])
+        memory["last_rejected"] = ~accepted
+        memory["n_singular"] = np.where(valid, 0, memory["n_singular"] + 1)
+        return h_new
+
+    def failed(self, memory: dict) -> np.ndarray:
+        """Runs whose last five linear systems were singular."""
+        return memory["n_singular"] >= _MAX_SINGULAR
+
+    def info(self) -> str:
+        return "Gustafsson predictive (rodas.f), safety 0.9, factors in [1/5, 6]"
+
+
+class FixedStep:
+    """Steps of fixed length ``eta`` (a number, or one per run), always accepted: explicit Euler's grid.
+
+    The iterates live on ``t_j = j eta``: a save time is reached at the step whose index is its step count
+    (save times are whole multiples of ``eta``, :func:`reluflow.dynamics.solvers.gd.gd_save_steps`), and
+    the time after ``j`` steps is the product ``j eta``.
+    """
+
+    adaptive = False
+
+    def __init__(self, eta):
+        self.eta = np.asarray(eta, dtype=float)
+
+    def memory(self, m: int) -> dict:
+        return {"eta": np.array(np.broadcast_to(self.eta, (m,)), dtype=float)}
+
+    def landing(self, t, h, t_next, memory):
+        eta = memory["eta"]
+        # t and t_next are whole multiples of eta: the next save is one step away iff the gap is one step
+        # (the next possibility, two steps, is far from the rounding of these products)
+        return eta, t_next - t <= 1.5 * eta
+
+    def time_after(self, t, step, t_next, land, n_accepted, memory):
+        return np.where(land, t_next, n_accepted * memory["eta"])
+
+    def estimate_norm(self, h, estimate, y0, energy0):
+        return np.zeros(y0.shape[0])
+
+    def update(self, memory, step, err, accepted, valid, n_accepted):
+        return memory["eta"]
+
+    def failed(self, memory: dict) -> None:
+        return None

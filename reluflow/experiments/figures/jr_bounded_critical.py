@@ -1,0 +1,254 @@
+"""Figure for JR Theorem 1.1: bounded gradient-flow trajectories converge in risk to a critical value.
+
+(a) risk ``L(Theta_t)`` against t (log-log), one line per run, with each run's certified critical risk
+``L(theta*)`` as a marker to the right of the last time; (b) ``|G(Theta_t)|`` against t; (c) ``|Theta_t|``
+against t; (d) limit risk ``L(Theta_T)`` against ``L(theta*)`` with the diagonal; (e) the realization of one
+run against the target at a few times; (f) the kink positions ``-b_i / w_i`` of the same run over time.
+Runs the summary marks as not bounded (norm still growing at T) are drawn in orange, diverged runs end in a
+red cross, runs the solver gave up on in a dark plus sign.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from reluflow.experiments.figures import (
+    DOUBLE_COLUMN,
+    as_bool,
+    diverged_points,
+    failed_points,
+    floor_risk,
+    format_number,
+    kink_positions,
+    last_finite,
+    log_axis,
+    panel_title,
+)
+from reluflow.problem import Problem
+
+BOUNDED_COLOR = "#4c72b0"
+UNBOUNDED_COLOR = "#dd8452"
+TARGET_COLOR = "0.1"
+
+
+def _rows(summary, case_name, flow):
+    sub = summary[(summary["case"] == case_name) & (summary["flow"] == flow)]
+    return {int(r): row for r, (_, row) in zip(sub["run"], sub.iterrows())}
+
+
+def _example(summary):
+    """(case, flow, run) of the bounded run with the median limit risk (else the first run)."""
+    bounded = summary[as_bool(summary["bounded"])] if "bounded" in summary.columns else summary.iloc[:0]
+    pool = bounded if len(bounded) else summary
+    pool = pool.sort_values("final_risk", kind="stable")
+    row = pool.iloc[(len(pool) - 1) // 2]
+    return str(row["case"]), str(row["flow"]), int(row["run"])
+
+
+def draw(spec, datasets, summary, verdict):
+    fig, axes = plt.subplots(2, 3, figsize=(DOUBLE_COLUMN, 4.9), layout="constrained")
+    (ax_r, ax_g, ax_n), (ax_d, ax_f, ax_k) = axes
+    bounded_all = as_bool(summary["bounded"])
+    n_total = len(summary)
+    n_bounded = int(bounded_all.sum())
+    t_right = 0.0
+    div = ([], [], [])  # last finite (t, value) of diverged runs in panels a, b, c
+    fail = ([], [], [])  # the same for runs the solver gave up on
+    crit_r, crit_c = [], []
+    for case in spec["cases"]:
+        for flow in case["flows"]:
+            ds = datasets[(case["case"], flow)]
+            rows = _rows(summary, case["case"], flow)
+            t = ds["time"].values
+            pos = t > 0
+            t_right = max(t_right, float(t[-1]))
+            for run in ds["run"].values:
+                row = rows.get(int(run))
+                bounded = row is not None and as_bool([row["bounded"]])[0]
+                color = BOUNDED_COLOR if bounded else UNBOUNDED_COLOR
+                risk = ds["risk"].sel(run=run).values
+                grad = ds["grad_norm"].sel(run=run).values
+                norm = ds["param_norm"].sel(run=run).values
+                kw = {"color": color, "alpha": 0.55, "lw": 0.7}
+                ax_r.plot(t[pos], floor_risk(risk[pos]), **kw)
+                ax_g.plot(t[pos], floor_risk(grad[pos]), **kw)
+                ax_n.plot(t[pos], norm[pos], **kw)
+                code = int(ds["status"].sel(run=run))
+                if code in (2, 3):  # diverged / solver gave up: mark the last finite point
+                    stopped = div if code == 2 else fail
+                    stopped[0].append(last_finite(t, risk))
+                    stopped[1].append(last_finite(t, grad))
+                    stopped[2].append(last_finite(t, norm))
+                crit = float(ds["critical_risk"].sel(run=run))
+                if np.isfinite(crit):
+                    crit_r.append(crit)
+                    crit_c.append(color)
+    # certified critical risks as markers just right of the last save time
+    x_crit = t_right * 3.0
+    ax_r.scatter(
+        np.full(len(crit_r), x_crit),
+        floor_risk(crit_r),
+        marker="<",
+        s=14,
+        c=crit_c,
+        edgecolors="k",
+        linewidths=0.3,
+        zorder=5,
+    )
+    ax_r.scatter(
+        [],
+        [],
+        marker="<",
+        s=14,
+        color="0.7",
+        edgecolors="k",
+        linewidths=0.3,
+        label=r"certified $\mathcal{L}(\theta^*)$ (colour of its run)",
+    )
+    ax_r.axvline(t_right, color="0.5", lw=0.5, ls=":")
+    ax_r.plot([], [], color=BOUNDED_COLOR, label=f"bounded (n = {n_bounded})")
+    ax_r.plot([], [], color=UNBOUNDED_COLOR, label=f"norm still growing at T (n = {n_total - n_bounded})")
+    for marks, draw_points in ((div, diverged_points), (fail, failed_points)):
+        for ax, pts in zip((ax_r, ax_g, ax_n), marks):
+            if pts:
+                x, y = zip(*pts)
+                draw_points(ax, x, floor_risk(y) if ax is not ax_n else y, n_total)
+    log_axis(ax_r, "xy")
+    ax_r.set_xlabel("flow time t")
+    ax_r.set_ylabel(r"risk $\mathcal{L}(\Theta_t)$")
+    ax_r.legend(loc="upper right")
+    panel_title(ax_r, "a", "risk levels off")
+
+    log_axis(ax_g, "xy")
+    ax_g.set_xlabel("flow time t")
+    ax_g.set_ylabel(r"$|\mathcal{G}(\Theta_t)|$")
+    panel_title(ax_g, "b", "generalized gradient tends to 0")
+
+    log_axis(ax_n, "x")
+    ax_n.set_xlabel("flow time t")
+    ax_n.set_ylabel(r"$|\Theta_t|$")
+    panel_title(ax_n, "c", "parameter norm")
+
+    # (d) limit risk vs certified critical risk
+    lim = floor_risk(summary["final_risk"])
+    crit = floor_risk(summary["critical_risk"])
+    match = (
+        as_bool(summary["limit_matches_critical"])
+        if "limit_matches_critical" in summary.columns
+        else np.zeros(len(summary), bool)
+    )
+    ok = np.isfinite(lim) & np.isfinite(crit)
+    for sel, color, name in ((bounded_all, BOUNDED_COLOR, "bounded"), (~bounded_all, UNBOUNDED_COLOR, "growing")):
+        m = ok & sel & match
+        if m.any():
+            ax_d.scatter(
+                crit[m],
+                lim[m],
+                s=14,
+                color=color,
+                edgecolors="k",
+                linewidths=0.3,
+                zorder=4,
+                label=f"{name}, gap $\\leq$ tol (n = {int(m.sum())})",
+            )
+        m = ok & sel & ~match
+        if m.any():
+            ax_d.scatter(
+                crit[m],
+                lim[m],
+                s=16,
+                facecolors="none",
+                edgecolors=color,
+                linewidths=0.9,
+                zorder=4,
+                label=f"{name}, gap > tol (n = {int(m.sum())})",
+            )
+    if ok.any():
+        lo = min(np.nanmin(crit[ok]), np.nanmin(lim[ok])) / 2
+        hi = max(np.nanmax(crit[ok]), np.nanmax(lim[ok])) * 2
+        ax_d.plot([lo, hi], [lo, hi], color="0.3", lw=0.7, ls="--", label="diagonal", zorder=2)
+        ax_d.set_xlim(lo, hi)
+        ax_d.set_ylim(lo, hi)
+    log_axis(ax_d, "xy")
+    ax_d.set_xlabel(r"certified critical risk $\mathcal{L}(\theta^*)$")
+    ax_d.set_ylabel(r"limit risk $\mathcal{L}(\Theta_T)$")
+    ax_d.legend(loc="lower right", fontsize=5.6)
+    panel_title(ax_d, "d", "limit risk vs critical value")
+
+    # (e), (f): one run in detail
+    case_name, flow, run = _example(summary)
+    case = next(c for c in spec["cases"] if c["case"] == case_name)
+    ds = datasets[(case_name, flow)]
+    problem = Problem.from_config(case["problem"])
+    a, b = problem.domain if hasattr(problem, "domain") else case["problem"]["domain"]
+    x = np.linspace(a, b, 400)
+    t = ds["time"].values
+    theta = ds["theta"].sel(run=run).values
+    finite = np.flatnonzero(np.all(np.isfinite(theta), axis=1))
+    snaps = _snapshot_indices(t, finite)
+    target = np.asarray(problem.target(x)).reshape(len(x), -1)
+    shades = plt.get_cmap("viridis")(np.linspace(0.15, 0.85, len(snaps)))
+    styles = ["-", "--", ":", "-."]
+    for m in range(target.shape[1]):
+        ax_f.plot(
+            x,
+            target[:, m],
+            color=TARGET_COLOR,
+            lw=1.6,
+            ls=styles[m % 4],
+            alpha=0.35,
+            label="target f" if m == 0 else None,
+        )
+    for shade, i in zip(shades, snaps):
+        values = np.asarray(problem.realization(theta[i], x)).reshape(len(x), -1)
+        for m in range(values.shape[1]):
+            ax_f.plot(
+                x,
+                values[:, m],
+                color=shade,
+                ls=styles[m % 4],
+                lw=0.9,
+                label=f"t = {format_number(t[i])}" if m == 0 else None,
+            )
+    if target.shape[1] > 1:
+        for m in range(target.shape[1]):
+            ax_f.plot([], [], color="0.4", ls=styles[m % 4], label=f"output {m + 1}")
+    ax_f.set_xlabel("input x")
+    ax_f.set_ylabel(r"$\mathcal{N}_{\Theta_t}(x)$, $f(x)$")
+    lo_y, hi_y = ax_f.get_ylim()
+    ax_f.set_ylim(lo_y, hi_y + 0.6 * (hi_y - lo_y))  # room for the legend above the curves
+    ax_f.legend(loc="upper center", fontsize=5.4, ncol=2, columnspacing=0.8)
+    panel_title(ax_f, "e", f"realization vs target, run {run}")
+
+    kinks = kink_positions(ds, run)
+    width = b - a
+    lo_k, hi_k = a - 0.5 * width, b + 0.5 * width
+    ax_k.axhspan(a, b, color="0.9", zorder=0)
+    colors = plt.get_cmap("tab10")(np.arange(kinks.shape[1]) % 10)
+    pos = t > 0
+    for i in range(kinks.shape[1]):
+        ax_k.plot(t[pos], np.clip(kinks[pos, i], lo_k, hi_k), color=colors[i], lw=0.9)
+    log_axis(ax_k, "x")
+    ax_k.set_ylim(lo_k - 0.02 * width, hi_k + 0.02 * width)
+    ax_k.text(0.02, 0.5, "domain [a, b]", transform=ax_k.get_yaxis_transform(), va="center", fontsize=6, color="0.35")
+    ax_k.set_xlabel("flow time t")
+    ax_k.set_ylabel(r"kink $-b_i/w_i$ (clipped to the plot)")
+    panel_title(ax_k, "f", f"neuron kinks, run {run}")
+
+    fig.suptitle(
+        "JR Theorem 1.1: along bounded gradient-flow trajectories the risk converges to the risk of a "
+        r"critical point ($\mathcal{G}(\theta^*) = 0$)"
+    )
+    return fig
+
+
+def _snapshot_indices(t, finite):
+    """Save indices near t = 0.1, 1, sqrt(T) and T = the last finite time (distinct, increasing). t = 0 is
+    left out: a random start is far from the target and would set the plot's scale."""
+    if finite.size == 0:
+        return []
+    t_last = t[finite[-1]]
+    wanted = [min(0.1, t_last), min(1.0, t_last), np.sqrt(max(t_last, 0.0)), t_last]
+    idx = sorted({int(finite[np.argmin(np.abs(t[finite] - w))]) for w in wanted})
+    return idx
