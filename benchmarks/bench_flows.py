@@ -73,10 +73,10 @@ from scipy.integrate import solve_ivp
 
 from reluflow import Problem
 from reluflow.dynamics.flows import StandardFlow
-from reluflow.experiments.initialization import draw_initializations, validate_init
 from reluflow.dynamics.solvers.explicit import solve_explicit
 from reluflow.dynamics.solvers.result import Status
 from reluflow.dynamics.solvers.rosenbrock import solve_rosenbrock
+from reluflow.experiments.initialization import draw_initializations, validate_init
 
 TARGETS = {
     "affine": {"kind": "affine", "slope": 2.0, "intercept": -1.0},

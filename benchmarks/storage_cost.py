@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from reluflow import Problem
-from reluflow.files import trajectories as D
 from reluflow.dynamics.solvers.result import Status
+from reluflow.files import trajectories as D
 
 
 def affine_problem(width: int) -> Problem:
@@ -93,7 +93,7 @@ def realistic_batch(runs: int, saves: int, width: int, t_max: float, integrator:
     risk[finite], grad = problem.risk_and_gradient(flat[finite])
     grad_norm[finite] = np.linalg.norm(grad, axis=1)
     risk, grad_norm = risk.reshape(runs, saves), grad_norm.reshape(runs, saves)
-    ds = D.build_trajectory_dataset(
+    arrays = D.RunArrays(
         theta=theta,
         time=times,
         risk=risk,
@@ -105,14 +105,9 @@ def realistic_batch(runs: int, saves: int, width: int, t_max: float, integrator:
         run_ids=np.arange(runs),
         critical_risk=np.full(runs, np.nan),
         critical_grad_norm=np.full(runs, np.nan),
-        init={**init, "initial_risk": problem.risk(theta0)},
-        scenario="storage_cost",
-        title="storage benchmark",
-        config={"benchmark": True},
-        input_dim=1,
-        width=width,
-        output_dim=1,
     )
+    info = D.FileInfo(scenario="storage_cost", title="storage benchmark", config={"benchmark": True})
+    ds = D.build_trajectory_dataset(arrays, problem.layout, info, init={**init, "initial_risk": problem.risk(theta0)})
     return ds, origin
 
 

@@ -9,16 +9,13 @@ Public API (kept stable; outside checks use it):
 The mathematics is stated in ``docs/MATH.md`` (a copy of the project's shared notes).
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
-
-try:
-    __version__ = _version("reluflow")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
-
+from reluflow.files.provenance import package_version
 from reluflow.problem import Problem
 from reluflow.simulate import simulate  # the function: ``reluflow.simulate`` (the module is reluflow.simulate too,
+
 # but once this name is bound, ``reluflow.simulate`` is the function; ``from reluflow.simulate import ...`` still
 # reaches the module through sys.modules)
+
+__version__ = package_version()
 
 __all__ = ["Problem", "__version__", "simulate"]

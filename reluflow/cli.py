@@ -6,6 +6,7 @@
     reluflow summarize --spec JSON --summary summary.csv --verdict verdict.csv traj.nc ...
     reluflow figure    --spec JSON --summary summary.csv --verdict verdict.csv --pdf f.pdf --png f.png traj.nc ...
     reluflow verdicts  --output verdicts.csv verdict.csv ...
+    reluflow kinds     [KIND ...]                  the scenario kinds and what each shows
 
 Exit codes: 0 success; 2 bad command line or configuration (the message names the key); 3 an input
 file is missing, corrupt, truncated or of another format (the message names the file); 1 anything else.
@@ -76,10 +77,10 @@ def cmd_check_config(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from reluflow.files.initializations import build_init_dataset, write_init_dataset
-    from reluflow.experiments.initialization import draw_initializations, validate_init
-    from reluflow.problem import Problem
     from reluflow.experiments.config import Case
+    from reluflow.experiments.initialization import draw_initializations, validate_init
+    from reluflow.files.initializations import build_init_dataset, write_init_dataset
+    from reluflow.problem import Problem
 
     spec = _spec(args.spec)
     for key in ("scenario", "case", "problem", "init", "batch_size"):
@@ -98,41 +99,31 @@ def cmd_init(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from reluflow.files.trajectories import write_trajectory_dataset
+    from reluflow.dynamics.settings import FlowSettings
     from reluflow.files.initializations import open_init_dataset
+    from reluflow.files.trajectories import write_trajectory_dataset
     from reluflow.problem import Problem
-    from reluflow.experiments.config import resolve_flow, save_times
     from reluflow.simulate import simulate
 
     # the spec is checked before the (possibly large) init file is even opened
-    settings = resolve_flow("--spec", _spec(args.spec)).settings
+    settings = FlowSettings.from_config(_spec(args.spec), "--spec")
     init_ds, init_spec = open_init_dataset(args.init)
     problem = Problem.from_config(init_spec["problem"])
-    progress = ProgressPrinter(f"{init_spec['scenario']}/{init_spec['case']}/{settings.get('label', '?')}") \
-        if args.progress else None
+    label = f"{init_spec['scenario']}/{init_spec['case']}/{settings.label}"
+    progress = ProgressPrinter(label) if args.progress else None
     started = time.monotonic()
     ds = simulate(
         problem,
         init_ds["theta0"].values,
-        flow=settings["flow"],
-        save_times=save_times(settings),
-        rtol=settings["rtol"],
-        atol=settings["atol"],
-        eta=settings.get("eta"),
-        gtol=settings.get("gtol"),
-        solver=settings.get("solver", "auto"),
-        field=settings.get("field", "standard"),
-        divergence_bound=settings.get("divergence_bound", 1e8),
-        max_steps=settings.get("max_steps", 200_000),
-        certify=settings.get("certify", True),
+        settings=settings,
         run_ids=init_ds["run"].values,
         init={
             "init_scheme": init_ds["init_scheme"].values.astype(str),
             "init_scale": init_ds["init_scale"].values,
         },
         scenario=init_spec["scenario"],
-        title=f"reluflow trajectories: {init_spec['scenario']} / {init_spec['case']} / {settings.get('label')}",
-        config={"case": init_spec["case"], "flow": settings, "init": init_spec["init"],
+        title=f"reluflow trajectories: {init_spec['scenario']} / {init_spec['case']} / {settings.label}",
+        config={"case": init_spec["case"], "flow": settings.to_config(), "init": init_spec["init"],
                 "batch": int(init_ds.attrs["batch"])},
         progress=progress,
     )
@@ -144,19 +135,14 @@ def cmd_simulate(args) -> int:
 
 
 def _group_datasets(paths):
-    """``{(case, flow label): dataset}`` from trajectory files, batches concatenated along ``run``."""
-    from reluflow.files.trajectories import open_trajectories
+    from reluflow.files.trajectories import group_trajectories
 
-    groups: dict[tuple[str, str], list[Path]] = {}
-    for p in map(Path, paths):
-        # results/<scenario>/trajectories/<case>/<flow>/batchNNN.nc
-        groups.setdefault((p.parent.parent.name, p.parent.name), []).append(p)
-    return {key: open_trajectories(sorted(files)) for key, files in sorted(groups.items())}
+    return group_trajectories(paths)
 
 
 def cmd_summarize(args) -> int:
-    from reluflow.files.atomic import atomic_output
     from reluflow.experiments.summary import summarize
+    from reluflow.files.atomic import atomic_output
 
     spec = _spec(args.spec)
     summary, verdict = summarize(spec, _group_datasets(args.trajectories))
@@ -170,13 +156,22 @@ def cmd_summarize(args) -> int:
 def cmd_figure(args) -> int:
     import pandas as pd
 
-    from reluflow.experiments.figures import make_figure
+    from reluflow.experiments.figure import make_figure
 
     spec = _spec(args.spec)
     summary = pd.read_csv(args.summary)
     verdict = pd.read_csv(args.verdict)
     make_figure(spec, _group_datasets(args.trajectories), summary, verdict, args.pdf, args.png)
     print(f"wrote {args.pdf} and {args.png}")
+    return EXIT_OK
+
+
+def cmd_kinds(args) -> int:
+    from reluflow.experiments.kinds import builtin_kinds, get_kind
+
+    kinds = builtin_kinds() if not args.kind else {name: get_kind(name, "kind") for name in args.kind}
+    for name, kind in kinds.items():
+        print(f"{name}: {kind.summary}")
     return EXIT_OK
 
 
@@ -235,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", required=True, help="PNG file to write")
     p.add_argument("trajectories", nargs="+", help="trajectory files .../<case>/<flow>/batchNNN.nc")
     p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("kinds", help="list the scenario kinds (the built-in ones, or those named)")
+    p.add_argument("kind", nargs="*", help="kinds to show; '<module>:<attribute>' for a kind outside reluflow")
+    p.set_defaults(func=cmd_kinds)
 
     p = sub.add_parser("verdicts", help="collect the scenarios' verdict tables into one")
     p.add_argument("--output", required=True, help="CSV file to write")

@@ -29,7 +29,8 @@ import numpy as np
 
 from reluflow.kernels import discrete
 from reluflow.model.measures import DiscreteMeasure, discrete_measure, parse_measure, piecewise_table
-from reluflow.model.network import check_theta, n_params, realization as network_realization
+from reluflow.model.network import ParameterLayout, check_theta
+from reluflow.model.network import realization as network_realization
 from reluflow.model.targets import Target, parse_target
 from reluflow.model.validation import ConfigError, check_mapping, fail, integer, real
 
@@ -81,7 +82,8 @@ class Problem:
         self.width = int(network["width"])
         self.output_dim = int(network["output_dim"])
         self.domain = (float(config["domain"][0]), float(config["domain"][1]))
-        self.n_params = n_params(self.input_dim, self.width, self.output_dim)
+        self.layout = ParameterLayout(self.input_dim, self.width, self.output_dim)
+        self.n_params = self.layout.n_params
         self.backend = backend
         if measure is not None:
             self._target_values = np.ascontiguousarray(target.evaluate(measure.points))

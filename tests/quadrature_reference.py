@@ -13,7 +13,6 @@ import math
 import numpy as np
 from scipy.integrate import quad
 from scipy.special import expit
-
 from tables1d import Case, unpack
 
 # QUADPACK refuses epsrel < 50 eps = 1.11e-14 when epsabs = 0: this is the tightest it accepts.

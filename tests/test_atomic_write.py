@@ -30,6 +30,7 @@ from reluflow.files.trajectories import (
     open_trajectory_dataset,
     write_trajectory_dataset,
 )
+from reluflow.model.network import ParameterLayout, n_params
 
 # The writer: generation g builds a batch from seed g (title "generation g"), prints the SHA-256 of theta,
 # then "writing", writes with the given method and prints "done".
@@ -38,18 +39,20 @@ WRITER = textwrap.dedent(
     import hashlib, sys
     import numpy as np
     from reluflow.files import trajectories as D
+    from reluflow.model.network import ParameterLayout, n_params
     path, generation, runs, method = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     rng = np.random.default_rng(generation)
     T, H = 200, 16
-    n = D.n_params(1, H, 1)
+    n = n_params(1, H, 1)
     theta = rng.standard_normal((runs, T, n))  # incompressible: the write takes long enough to be hit
-    ds = D.build_trajectory_dataset(
+    runs_arrays = D.RunArrays(
         theta=theta, time=np.geomspace(1e-3, 1e3, T), risk=rng.random((runs, T)),
         grad_norm=rng.random((runs, T)), param_norm=rng.random((runs, T)),
         energy_residual=rng.random((runs, T)), status=np.zeros(runs, int), t_final=np.full(runs, 1e3),
-        run_ids=np.arange(runs), critical_risk=rng.random(runs), critical_grad_norm=rng.random(runs),
-        scenario="kill_test", title=f"generation {generation}", config={"generation": generation},
-        input_dim=1, width=H, output_dim=1, history="kill test")
+        run_ids=np.arange(runs), critical_risk=rng.random(runs), critical_grad_norm=rng.random(runs))
+    info = D.FileInfo(scenario="kill_test", title=f"generation {generation}", config={"generation": generation},
+                      history="kill test")
+    ds = D.build_trajectory_dataset(runs_arrays, ParameterLayout(1, H, 1), info)
     print(hashlib.sha256(theta.tobytes()).hexdigest(), flush=True)
     print("writing", flush=True)
     if method == "atomic":
@@ -156,8 +159,8 @@ def test_the_kill_harness_detects_a_non_atomic_writer(tmp_path):
 
 def small_batch(title="old") -> xr.Dataset:
     rng = np.random.default_rng(1)
-    m, t, n = 3, 4, D.n_params(1, 2, 1)
-    return D.build_trajectory_dataset(
+    m, t, n = 3, 4, n_params(1, 2, 1)
+    runs = D.RunArrays(
         theta=rng.standard_normal((m, t, n)),
         time=np.arange(1.0, t + 1),
         risk=rng.random((m, t)),
@@ -169,14 +172,9 @@ def small_batch(title="old") -> xr.Dataset:
         run_ids=np.arange(m),
         critical_risk=rng.random(m),
         critical_grad_norm=rng.random(m),
-        scenario="s",
-        title=title,
-        config={},
-        input_dim=1,
-        width=2,
-        output_dim=1,
-        history="test",
     )
+    return D.build_trajectory_dataset(runs, ParameterLayout(1, 2, 1), D.FileInfo(scenario="s", title=title, config={},
+                                                                                  history="test"))
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])

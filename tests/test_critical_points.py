@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from reluflow import Problem
-from reluflow.kernels import exact1d_numba as _kernels1d
 from reluflow.kernels import exact1d
+from reluflow.kernels import exact1d_numba as _kernels1d
 from reluflow.model.piecewise import PiecewiseTable
 
 PATHS = {"numpy": exact1d.risk_and_gradient, "numba": _kernels1d.risk_and_gradient}

@@ -19,10 +19,15 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from reluflow.files import trajectories as D
+from reluflow.dynamics.certify import Certificate
+from reluflow.dynamics.solvers.result import STATUS_MEANINGS, SolveResult, Status
 from reluflow.files import provenance
+from reluflow.files import trajectories as D
 from reluflow.files.trajectories import (
     SCHEMA_VERSION,
+    FileInfo,
+    RunArrays,
+    SavedDiagnostics,
     TrajectoryFileError,
     build_from_solve_result,
     build_trajectory_dataset,
@@ -31,7 +36,7 @@ from reluflow.files.trajectories import (
     validate_trajectory_dataset,
     write_trajectory_dataset,
 )
-from reluflow.dynamics.solvers.result import STATUS_MEANINGS, SolveResult, Status
+from reluflow.model.network import ParameterLayout, n_params
 
 HISTORY = "2024-01-01T00:00:00+00:00: reluflow simulate --test"
 
@@ -47,7 +52,7 @@ def batch_arguments(rng, run_ids, *, n_times=9, d=2, h=3, k=2, normalized=True, 
     subnormals."""
     run_ids = np.asarray(run_ids)
     m = run_ids.size
-    n = D.n_params(d, h, k)
+    n = n_params(d, h, k)
     theta = rng.standard_normal((m, n_times, n))
     risk = rng.random((m, n_times))
     status = np.array([int(Status(r % len(Status))) for r in run_ids], dtype=np.int64)
@@ -100,8 +105,22 @@ def batch_arguments(rng, run_ids, *, n_times=9, d=2, h=3, k=2, normalized=True, 
     )
 
 
+RUN_FIELDS = ("theta", "time", "risk", "grad_norm", "param_norm", "energy_residual", "status", "t_final", "run_ids",
+              "critical_risk", "critical_grad_norm", "constraint_drift")
+INFO_FIELDS = ("scenario", "title", "config", "seed", "history", "attrs")
+
+
+def build(arguments: dict):
+    """:func:`build_trajectory_dataset` from the flat arguments of :func:`batch_arguments`."""
+    a = dict(arguments)
+    runs = RunArrays(**{name: a.pop(name) for name in RUN_FIELDS if name in a})
+    info = FileInfo(**{name: a.pop(name) for name in INFO_FIELDS if name in a})
+    layout = ParameterLayout(a.pop("input_dim"), a.pop("width"), a.pop("output_dim"))
+    return build_trajectory_dataset(runs, layout, info, **a)
+
+
 def make_batch(run_ids=(0, 1, 2, 3, 4, 5), seed=0, **kwargs):
-    return build_trajectory_dataset(**batch_arguments(np.random.default_rng(seed), run_ids, **kwargs))
+    return build(batch_arguments(np.random.default_rng(seed), run_ids, **kwargs))
 
 
 def bits(values: np.ndarray) -> bytes:
@@ -136,7 +155,7 @@ def assert_bitwise_identical(expected: xr.Dataset, actual: xr.Dataset) -> None:
 
 def test_parameter_coordinates_follow_the_math_layout():
     d, h, k = 2, 3, 2
-    coords = D.parameter_coordinates(d, h, k)
+    coords = ParameterLayout(d, h, k).coordinates()
     n = d * h + h + k * h + k
     assert coords["param"].tolist() == list(range(n))
     names = coords["param_name"].tolist()
@@ -187,7 +206,7 @@ def test_default_history_is_the_command_line(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/usr/bin/reluflow", "simulate", "config file.yaml"])
     arguments = batch_arguments(np.random.default_rng(0), [0, 1])
     del arguments["history"]
-    history = build_trajectory_dataset(**arguments).attrs["history"]
+    history = build(arguments).attrs["history"]
     stamp, command = history.split(": ", 1)
     assert command == "reluflow simulate 'config file.yaml'"
     assert datetime.fromisoformat(stamp).tzinfo is not None
@@ -216,12 +235,12 @@ def test_bad_input_is_refused_naming_the_argument(change, argument):
     arguments = batch_arguments(np.random.default_rng(0), np.arange(6))
     change(arguments)
     with pytest.raises(ValueError, match=argument.replace("[", r"\[").replace("]", r"\]")):
-        build_trajectory_dataset(**arguments)
+        build(arguments)
 
 
 def test_build_from_solve_result_computes_the_energy_residual():
     rng = np.random.default_rng(3)
-    m, t, n = 3, 5, D.n_params(1, 2, 1)
+    m, t, n = 3, 5, n_params(1, 2, 1)
     result = SolveResult(
         t=np.linspace(0.5, 2.5, t),
         y=rng.standard_normal((m, t, n)),
@@ -235,20 +254,12 @@ def test_build_from_solve_result_computes_the_energy_residual():
     risk, initial = rng.random((m, t)), rng.random(m)
     ds = build_from_solve_result(
         result,
-        risk=risk,
-        grad_norm=rng.random((m, t)),
-        param_norm=rng.random((m, t)),
-        initial_risk=initial,
-        run_ids=[7, 8, 9],
-        critical_risk=rng.random(m),
-        critical_grad_norm=rng.random(m),
+        SavedDiagnostics(risk=risk, grad_norm=rng.random((m, t)), param_norm=rng.random((m, t)), initial_risk=initial),
+        Certificate(theta=np.zeros((m, n)), risk=rng.random(m), grad_norm=rng.random(m), distance=rng.random(m)),
+        [7, 8, 9],
+        ParameterLayout(1, 2, 1),
+        FileInfo(scenario="s", title="t", config={}),
         init={"init_scheme": ["gaussian"] * m},
-        scenario="s",
-        title="t",
-        config={},
-        input_dim=1,
-        width=2,
-        output_dim=1,
     )
     # energy identity residual L(theta_0) - L(theta_t) - int_0^t |rhs|^2, element by element
     for i in range(m):

@@ -18,13 +18,13 @@ import zlib
 
 import numpy as np
 import pytest
-from scipy.integrate import IntegrationWarning
-
 from quadrature_reference import risk_and_gradient_reference
-from reluflow.kernels import exact1d_numba as _kernels1d
-from reluflow.kernels import exact1d
-from reluflow.model.piecewise import PiecewiseTable
+from scipy.integrate import IntegrationWarning
 from tables1d import SPECIAL_H, case, cases, random_theta, special_theta
+
+from reluflow.kernels import exact1d
+from reluflow.kernels import exact1d_numba as _kernels1d
+from reluflow.model.piecewise import PiecewiseTable
 
 EPS = np.finfo(float).eps
 PATHS = {"numpy": exact1d.risk_and_gradient, "numba": _kernels1d.risk_and_gradient}

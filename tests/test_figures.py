@@ -5,6 +5,7 @@ in a legend.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 
@@ -13,9 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-
-from reluflow.experiments.figures import DOUBLE_COLUMN, PNG_DPI, make_figure, paper_style
-from reluflow.experiments.summary import summarize
 from test_summary import (
     AFFINE_01,
     DIVERGED,
@@ -28,6 +26,10 @@ from test_summary import (
     trajectory,
     with_width,
 )
+
+from reluflow.experiments.figure import make_figure
+from reluflow.experiments.plotting import DOUBLE_COLUMN, PNG_DPI, paper_style
+from reluflow.experiments.summary import summarize
 
 N_TIMES = 14
 
@@ -190,7 +192,7 @@ def test_each_kind_writes_pdf_and_png_of_the_paper_size(kind, tmp_path):
 def test_diverged_runs_are_counted_in_a_legend(kind, tmp_path):
     spec, datasets, n_diverged = CASES[kind]()
     summary, verdict = tables_via_csv(spec, datasets, tmp_path)
-    module = importlib.import_module(f"reluflow.experiments.figures.{kind}")
+    module = importlib.import_module(f"reluflow.experiments.kinds.{kind}")
     with paper_style():
         fig = module.draw(spec, datasets, summary, verdict)
     try:
@@ -222,12 +224,12 @@ def test_a_failed_draw_leaves_previous_files_and_no_temporary_files(tmp_path, mo
     pdf, png = tmp_path / "f.pdf", tmp_path / "f.png"
     pdf.write_bytes(b"old pdf")
     png.write_bytes(b"old png")
-    module = importlib.import_module("reluflow.experiments.figures.gd_vs_gf")
+    module = importlib.import_module("reluflow.experiments.kinds.gd_vs_gf")
 
     def broken(*args, **kwargs):
         raise RuntimeError("drawing failed")
 
-    monkeypatch.setattr(module, "draw", broken)
+    monkeypatch.setattr(module, "KIND", dataclasses.replace(module.KIND, figure=broken))
     with pytest.raises(RuntimeError, match="drawing failed"):
         make_figure(spec, datasets, summary, verdict, pdf, png)
     assert pdf.read_bytes() == b"old pdf" and png.read_bytes() == b"old png"
@@ -283,7 +285,7 @@ def test_figures_are_reproducible_bytes(tmp_path):
 def test_runs_the_solver_gave_up_on_are_marked_and_counted(tmp_path):
     spec, datasets, _ = bounded_critical_case(with_failed=True)
     summary, verdict = tables_via_csv(spec, datasets, tmp_path)
-    module = importlib.import_module("reluflow.experiments.figures.jr_bounded_critical")
+    module = importlib.import_module("reluflow.experiments.kinds.jr_bounded_critical")
     with paper_style():
         fig = module.draw(spec, datasets, summary, verdict)
     try:

@@ -18,12 +18,11 @@ from reluflow.dynamics.flows import (
     NormalizedFlow,
     StandardFlow,
     constraint_drift,
-    neuron_block_indices,
     project_to_manifold,
     tangent_projection,
 )
-from reluflow.experiments.initialization import exact_affine_representation
 from reluflow.dynamics.solvers.result import Status
+from reluflow.experiments.initialization import exact_affine_representation
 from reluflow.simulate import simulate
 
 
@@ -59,7 +58,7 @@ def test_tangent_projection_is_orthogonal_to_every_neuron_block():
     theta = initial(p, 3, seed=2)
     g = p.generalized_gradient(theta)
     pg = tangent_projection(p, theta, g)
-    idx = neuron_block_indices(p)
+    idx = p.layout.neuron_blocks()
     dots = np.sum(pg[..., idx] * theta[..., idx], axis=-1)
     assert np.max(np.abs(dots)) < 1e-13 * max(1.0, np.max(np.abs(g)))
     # V and c components untouched

@@ -12,8 +12,8 @@ from scipy import integrate
 
 import reluflow
 from reluflow.model.network import pack, unpack
-from reluflow.problem import Problem
 from reluflow.model.validation import ConfigError
+from reluflow.problem import Problem
 
 EXAMPLE = {
     "network": {"input_dim": 1, "width": 8, "output_dim": 1},
@@ -248,8 +248,8 @@ def test_higher_dimension_risk_is_the_weighted_sum_of_public_pointwise_values():
 
 def test_modules_built_on_problem():
     from reluflow.dynamics.flows import NormalizedFlow, StandardFlow, project_to_manifold
-    from reluflow.experiments.initialization import exact_affine_representation, validate_init
     from reluflow.experiments.config import resolve_scenarios
+    from reluflow.experiments.initialization import exact_affine_representation, validate_init
 
     problem = Problem.from_config(EXAMPLE)
     theta = np.random.default_rng(3).standard_normal((5, problem.n_params))

@@ -12,18 +12,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from reluflow.files.trajectories import open_trajectories
 from workflow_runner import (
-    mutated_config,
     copy_project,
     load_config,
+    mutated_config,
     run_snakemake,
     snakemake_command,
     trajectory_files,
     tree_digest,
     write_config,
 )
+
+from reluflow.files.trajectories import open_trajectories
 
 pytestmark = pytest.mark.slow
 

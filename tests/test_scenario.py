@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from workflow_runner import mutated_config
 
 from reluflow import Problem
+from reluflow.dynamics.settings import SaveGrid
+from reluflow.experiments.config import resolve_scenarios
 from reluflow.experiments.initialization import draw_initializations, exact_affine_representation
-from reluflow.experiments.config import resolve_scenarios, run_seed_sequence, save_times, stable_entropy
+from reluflow.experiments.seeding import run_seed_sequence, stable_entropy
 from reluflow.model.validation import ConfigError
-from workflow_runner import mutated_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,9 +118,9 @@ def test_exact_affine_representation_has_zero_risk_and_near_exact_risk_scales_li
 
 
 def test_save_grids():
-    log = save_times({"t_max": 1e6, "save": {"spacing": "log", "n": 7, "t_min": 1.0}})
+    log = SaveGrid(spacing="log", n=7, t_min=1.0).times(1e6)
     assert log[0] == 0.0 and np.allclose(log[1:], 10.0 ** np.arange(7))
-    lin = save_times({"t_max": 2.0, "save": {"spacing": "linear", "n": 4, "t_min": 1.0}})
+    lin = SaveGrid(spacing="linear", n=4, t_min=1.0).times(2.0)
     assert np.array_equal(lin, [0.0, 0.5, 1.0, 1.5, 2.0])
 
 

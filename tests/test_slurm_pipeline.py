@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 import pytest
-
-from reluflow.files.trajectories import open_trajectory_dataset
 from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 from workflow_runner import copy_project, trajectory_files
+
+from reluflow.files.trajectories import open_trajectory_dataset
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from slurm_cluster import (  # noqa: F401  (slurm_cluster: the session fixture)
     REPO_ROOT,
     SlurmCluster,

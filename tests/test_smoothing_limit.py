@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from quadrature_reference import plain_softplus, smoothed_gradient
-from reluflow.kernels import exact1d_numba as _kernels1d
-from reluflow.kernels import exact1d
 from tables1d import SPECIAL_H, case, special_theta
+
+from reluflow.kernels import exact1d
+from reluflow.kernels import exact1d_numba as _kernels1d
 
 R_VALUES = (1e2, 1e3, 1e4, 1e5)
 CASES = ["affine-uniform[-1,2]", "pl-triangular", "cubic-pwquadratic", "k2-pl,sine-pwquadratic"]

@@ -14,18 +14,13 @@ import pandas as pd
 import pytest
 
 from reluflow import Problem
-from reluflow.files.trajectories import build_trajectory_dataset
 from reluflow.dynamics.solvers.result import Status
-from reluflow.experiments.summary import (
-    BOUNDED_GROWTH,
-    ZERO_RISK,
-    affine_critical_value,
-    fit_order,
-    matching_save_times,
-    norm_growth_last_decade,
-    single_neuron_threshold,
-    summarize,
-)
+from reluflow.experiments.checks import BOUNDED_GROWTH, ZERO_RISK, norm_growth_last_decade
+from reluflow.experiments.kinds.affine_targets import affine_critical_value, single_neuron_threshold
+from reluflow.experiments.kinds.gd_vs_gf import fit_order, matching_save_times
+from reluflow.experiments.summary import summarize
+from reluflow.files.trajectories import FileInfo, RunArrays, build_trajectory_dataset
+from reluflow.model.network import ParameterLayout
 
 FINISHED, CONVERGED, DIVERGED, FAILED = (int(s) for s in Status)
 
@@ -104,7 +99,7 @@ def trajectory(
     if t_final is None:
         t_final = np.array([times[np.flatnonzero(np.isfinite(r))[-1]] for r in risk])
     last = np.array([r[np.isfinite(r)][-1] for r in risk])
-    return build_trajectory_dataset(
+    runs = RunArrays(
         theta=theta,
         time=times,
         risk=risk,
@@ -117,19 +112,19 @@ def trajectory(
         critical_risk=last if critical_risk is None else critical_risk,
         critical_grad_norm=np.zeros(m) if critical_grad_norm is None else critical_grad_norm,
         constraint_drift=constraint_drift,
+    )
+    info = FileInfo(scenario="test", title="synthetic trajectories",
+                    config={"problem": problem, "integrator": settings or {}}, history="test")
+    return build_trajectory_dataset(
+        runs,
+        ParameterLayout(d, h, k),
+        info,
         init={
             "init_scheme": np.array([init_scheme] * m),
             "init_scale": np.ones(m),
             "initial_risk": risk[:, 0] if initial_risk is None else np.asarray(initial_risk, float),
         },
         extra={"critical_distance": np.zeros(m) if critical_distance is None else np.asarray(critical_distance)},
-        scenario="test",
-        title="synthetic trajectories",
-        config={"problem": problem, "integrator": settings or {}},
-        input_dim=d,
-        width=h,
-        output_dim=k,
-        history="test",
     )
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import reluflow.problem as problem_module
-from reluflow.problem import Problem
 from reluflow.model.validation import ConfigError
+from reluflow.problem import Problem
 
 BASE = {
     "network": {"input_dim": 1, "width": 8, "output_dim": 1},
@@ -175,9 +175,19 @@ def test_bad_config_raises_config_error_naming_the_key(key, config, no_work):
 
 
 def test_good_base_configs_pass():
-    # the bases of the table above are valid, so each bad case fails for its own reason
-    for config in (BASE, BASE_2D):
-        Problem.from_config(config)
+    """The bases of the table above are valid (so each bad case fails for its own reason): they build the
+    problem they describe, and their normalized form builds the same problem again."""
+    one = Problem.from_config(BASE)
+    assert (one.input_dim, one.width, one.output_dim, one.n_params) == (1, 8, 1, 3 * 8 + 1)
+    assert one.table is not None and one.discrete_measure is None  # exact d = 1 path
+    # f(x) = 2x - 1: the zero network's risk is E f^2 = int_0^1 (2x - 1)^2 dx = 1/3
+    assert one.risk(np.zeros(one.n_params)) == pytest.approx(1 / 3, rel=1e-14)
+    two = Problem.from_config(BASE_2D)
+    assert (two.input_dim, two.width, two.n_params) == (2, 4, 2 * 4 + 4 + 4 + 1)
+    assert two.table is None and two.discrete_measure.points.shape == (64, 2)
+    for problem in (one, two):
+        again = Problem.from_config(problem.config)
+        assert again.config == problem.config
 
 
 def test_the_caller_mapping_is_not_modified():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -9,11 +10,19 @@ import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 import xarray as xr
+from workflow_runner import (
+    ROOT,
+    copy_project,
+    load_config,
+    run_snakemake,
+    snakemake_command,
+    trajectory_files,
+    write_config,
+)
 
-from reluflow.files.trajectories import open_trajectories
 from reluflow.experiments.config import resolve_scenarios
-from workflow_runner import ROOT, copy_project, load_config, run_snakemake, snakemake_command, trajectory_files, \
-    write_config
+from reluflow.experiments.kinds import get_kind
+from reluflow.files.trajectories import open_trajectories
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +108,11 @@ def test_html_report_has_the_figures_and_captions(completed_workflow, tmp_path):
     # "(ERROR/3)" or "(WARNING/2)" and renders the caption with an error box
     assert "ERROR/" not in proc.stdout + proc.stderr and "WARNING/" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
     html = report.read_text(errors="replace")
-    assert "JR Theorem 1.3" in html and "EJRW" in html
+    # every scenario's caption, from its kind, is in the report (its bold title, rendered as <strong>)
+    for name, cases in resolve_scenarios(load_config()).items():
+        spec = {"scenario": name, "kind": cases[0].kind, "cases": [c.to_dict() for c in cases]}
+        title = re.search(r"\*\*(.+?)\*\*", get_kind(cases[0].kind).caption(spec)).group(1)
+        assert f"<strong>{title}</strong>" in html.replace("\\u003c", "<").replace("\\u003e", ">"), (name, title)
     assert html.count("figures") > 0
     del tmp_path
 

@@ -26,23 +26,6 @@ class FlowEvaluation:
     velocity: np.ndarray
 
 
-def neuron_block_indices(problem) -> np.ndarray:
-    """Flat indices of the neuron blocks ``u_i = (w_i, b_i)``, shape ``(H, d + 1)``.
-
-    Layout (MATH.md section 1): ``W`` row-major at ``i*d + j``, then ``b`` at ``d*H + i``.
-    """
-    d, h = problem.input_dim, problem.width
-    w_idx = np.arange(d * h).reshape(h, d)
-    b_idx = d * h + np.arange(h)
-    return np.concatenate([w_idx, b_idx[:, None]], axis=1)
-
-
-def outer_weight_indices(problem) -> np.ndarray:
-    """Flat indices of the outer weights ``V[:, i]`` per neuron, shape ``(H, k)``."""
-    d, h, k = problem.input_dim, problem.width, problem.output_dim
-    return (d * h + h) + np.arange(k * h).reshape(k, h).T
-
-
 def tangent_projection(problem, theta: np.ndarray, g: np.ndarray) -> np.ndarray:
     """``P(theta) g``: remove from each neuron block ``g_{u_i}`` its component along ``u_i``.
 
@@ -51,7 +34,7 @@ def tangent_projection(problem, theta: np.ndarray, g: np.ndarray) -> np.ndarray:
     makes ``d|u_i|^2/dt = 0`` exactly for the continuous flow wherever it starts, so an integrator's
     constraint drift measures only its own error. A block with ``u_i = 0`` is left unchanged.
     """
-    idx = neuron_block_indices(problem)
+    idx = problem.layout.neuron_blocks()
     u = theta[..., idx]
     gu = g[..., idx]
     uu = np.sum(u * u, axis=-1, keepdims=True)
@@ -63,7 +46,7 @@ def tangent_projection(problem, theta: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 def constraint_drift(problem, theta: np.ndarray) -> np.ndarray:
     """``max_i ||u_i| - 1|`` for each parameter vector: the distance from the manifold ``M``."""
-    u = theta[..., neuron_block_indices(problem)]
+    u = theta[..., problem.layout.neuron_blocks()]
     return np.max(np.abs(np.sqrt(np.sum(u * u, axis=-1)) - 1.0), axis=-1)
 
 
@@ -75,8 +58,8 @@ def project_to_manifold(problem, theta: np.ndarray) -> np.ndarray:
     ``u_i = (0, ..., 0, 1)`` (a unit bias) with ``V[:, i] = 0``, which also contributes nothing.
     """
     theta = np.array(theta, dtype=float, copy=True)
-    idx = neuron_block_indices(problem)
-    vidx = outer_weight_indices(problem)
+    idx = problem.layout.neuron_blocks()
+    vidx = problem.layout.outer_weights()
     u = theta[..., idx]
     norm = np.sqrt(np.sum(u * u, axis=-1))
     zero = norm == 0
@@ -144,7 +127,7 @@ class NormalizedFlow:
         theta = np.asarray(theta, dtype=float)
         grad = self.problem.generalized_gradient(theta)
         jac_g = self.problem.gradient_jacobian(theta)
-        idx = neuron_block_indices(self.problem)  # (H, q)
+        idx = self.problem.layout.neuron_blocks()  # (H, q)
         u = theta[..., idx]  # (..., H, q)
         gu = grad[..., idx]
         uu = np.sum(u * u, axis=-1)  # (..., H)

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from reluflow.model.validation import boolean, check_mapping, choice, fail, integer, real, subkey
+from reluflow.model.validation import boolean, check_mapping, check_name, choice, fail, real, subkey, whole_number
 
 FLOW_KINDS = ("standard", "normalized", "gd")
 FIELDS = ("standard", "normalized")
@@ -49,10 +49,16 @@ class SaveGrid:
     n: int = FLOW_DEFAULTS["save"]["n"]
     t_min: float = FLOW_DEFAULTS["save"]["t_min"]
 
-    def times(self, t_max: float) -> np.ndarray:
+    def times(self, t_max: float, eta: float | None = None) -> np.ndarray:
+        """The grid on ``[0, t_max]``; with a gradient-descent step ``eta``, rounded to whole steps (iterates
+        exist only there) and repeated times merged."""
         if self.spacing == "linear":
-            return np.linspace(0.0, t_max, int(self.n) + 1)
-        return np.concatenate([[0.0], np.geomspace(min(float(self.t_min), t_max), t_max, int(self.n))])
+            grid = np.linspace(0.0, t_max, int(self.n) + 1)
+        else:
+            grid = np.concatenate([[0.0], np.geomspace(min(float(self.t_min), t_max), t_max, int(self.n))])
+        if eta is not None:
+            grid = np.unique(np.floor(grid / eta + 0.5)) * eta
+        return grid
 
     def to_config(self) -> dict:
         return {"spacing": self.spacing, "n": self.n, "t_min": self.t_min}
@@ -100,8 +106,6 @@ class FlowSettings:
                 merged[name] = value
         flow = choice(subkey(key, "flow"), merged["flow"], FLOW_KINDS)
         label = merged.get("label", flow)
-        from reluflow.model.validation import check_name  # noqa: PLC0415 - names are a config concern
-
         label = check_name(subkey(key, "label"), label)
         field = choice(subkey(key, "field"), merged["field"], FIELDS)
         solver = choice(subkey(key, "solver"), merged["solver"], SOLVERS)
@@ -112,15 +116,18 @@ class FlowSettings:
         atol = real(subkey(key, "atol"), merged["atol"], positive=True)
         gtol = None if merged["gtol"] is None else real(subkey(key, "gtol"), merged["gtol"], positive=True)
         bound = real(subkey(key, "divergence_bound"), merged["divergence_bound"], positive=True)
-        max_steps = integer(subkey(key, "max_steps"), merged["max_steps"], minimum=1)
+        max_steps = whole_number(subkey(key, "max_steps"), merged["max_steps"], minimum=1)
         certify = boolean(subkey(key, "certify"), merged["certify"])
+        if flow == "gd" and "save" not in raw:
+            # gradient descent records whole steps: by default 60 equal intervals, rounded to steps
+            merged["save"] = {**merged["save"], "spacing": "linear"}
         save_raw = merged["save"]
         if not isinstance(save_raw, Mapping):
             fail(subkey(key, "save"), f"must be a mapping, got {type(save_raw).__name__}")
         skey = subkey(key, "save")
         save = SaveGrid(
             spacing=choice(subkey(skey, "spacing"), save_raw["spacing"], SPACINGS),
-            n=integer(subkey(skey, "n"), save_raw["n"], minimum=1),
+            n=whole_number(subkey(skey, "n"), save_raw["n"], minimum=1),
             t_min=real(subkey(skey, "t_min"), save_raw["t_min"], positive=True),
         )
         eta = merged["eta"]
@@ -129,7 +136,7 @@ class FlowSettings:
                 fail(subkey(key, "eta"), "is required for flow 'gd' (the step size)")
             eta = real(subkey(key, "eta"), eta, positive=True)
             steps = save.times(t_max) / eta
-            if not np.allclose(steps, np.round(steps), rtol=0, atol=1e-9 * max(1.0, steps[-1])):
+            if "save" in raw and not np.allclose(steps, np.round(steps), rtol=0, atol=1e-9 * max(1.0, steps[-1])):
                 fail(skey, f"gradient descent saves after whole numbers of steps: every save time must be a "
                            f"multiple of eta = {eta!r} (use spacing 'linear' with t_max a multiple of eta * n)")
         elif eta is not None:
@@ -138,7 +145,8 @@ class FlowSettings:
                    atol=atol, gtol=gtol, eta=eta, divergence_bound=bound, max_steps=max_steps, certify=certify)
 
     def save_times(self) -> np.ndarray:
-        return self.save.times(self.t_max)
+        """The save grid (:meth:`SaveGrid.times`; for gradient descent in whole steps of ``eta``)."""
+        return self.save.times(self.t_max, self.eta if self.flow == "gd" else None)
 
     def replace(self, **changes) -> "FlowSettings":
         return dataclasses.replace(self, **changes)

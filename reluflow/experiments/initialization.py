@@ -1,6 +1,6 @@
 """Seeded initializations of ensembles of runs.
 
-Every run draws from its own stream (:func:`reluflow.experiments.config.run_seed_sequence`), so a run's initial
+Every run draws from its own stream (:func:`reluflow.experiments.seeding.run_seed_sequence`), so a run's initial
 parameter depends only on the scenario name, the case name and its run id: never on the batch it is
 computed in. Schemes:
 
@@ -18,8 +18,9 @@ from typing import Mapping
 
 import numpy as np
 
+from reluflow.experiments.seeding import run_seed_sequence
 from reluflow.model.network import pack
-from reluflow.model.validation import ConfigError
+from reluflow.model.validation import check_mapping, choice, fail, real, real_array, subkey, whole_number
 
 SCHEMES = ("gaussian", "near_exact")
 _KEYS = {
@@ -28,51 +29,34 @@ _KEYS = {
 }
 
 
-def _fail(key, message):
-    raise ConfigError(f"{key}: {message}")
-
-
-def _positive(key, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
-        _fail(key, f"must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 def validate_init(key: str, raw: Mapping, problem) -> dict:
     """Check an ``init`` mapping for ``problem``; return it with defaults filled in."""
     if not isinstance(raw, Mapping):
-        _fail(key, f"must be a mapping, got {type(raw).__name__}")
-    scheme = raw.get("scheme")
-    if scheme not in SCHEMES:
-        _fail(f"{key}.scheme", f"unknown initialization scheme {scheme!r}; expected one of {list(SCHEMES)}")
-    unknown = sorted(set(raw) - _KEYS[scheme])
-    if unknown:
-        _fail(f"{key}.{unknown[0]}", f"unknown key for scheme {scheme!r}; allowed keys are {sorted(_KEYS[scheme])}")
-    n_runs = raw.get("n_runs")
-    if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs <= 0:
-        _fail(f"{key}.n_runs", f"must be a positive whole number, got {n_runs!r}")
-    out = {"scheme": scheme, "n_runs": int(n_runs)}
+        fail(key, f"must be a mapping, got {type(raw).__name__}")
+    scheme = choice(subkey(key, "scheme"), raw.get("scheme"), SCHEMES)
+    check_mapping(key, raw, required={"scheme", "n_runs"}, optional=_KEYS[scheme])
+    out = {"scheme": scheme, "n_runs": whole_number(subkey(key, "n_runs"), raw["n_runs"], minimum=1)}
     if scheme == "gaussian":
-        out["scale"] = _positive(f"{key}.scale", raw.get("scale", 1.0))
+        out["scale"] = real(subkey(key, "scale"), raw.get("scale", 1.0), positive=True)
+        out["scale_max"] = None
         if raw.get("scale_max") is not None:
-            out["scale_max"] = _positive(f"{key}.scale_max", raw["scale_max"])
+            out["scale_max"] = real(subkey(key, "scale_max"), raw["scale_max"], positive=True)
             if out["scale_max"] < out["scale"]:
-                _fail(f"{key}.scale_max", f"must be >= scale = {out['scale']!r}")
-        else:
-            out["scale_max"] = None
+                fail(subkey(key, "scale_max"), f"must be >= scale = {out['scale']!r}")
     else:
         target = problem.config["target"]
         if problem.input_dim != 1 or target.get("kind") != "affine":
-            _fail(f"{key}.scheme", "near_exact needs d = 1 and an affine target (it starts from an exact representation)")
-        pert = raw.get("perturbation", [1e-4, 1e-1])
-        if not isinstance(pert, (list, tuple)) or len(pert) != 2:
-            _fail(f"{key}.perturbation", f"must be [min, max], got {pert!r}")
-        lo = _positive(f"{key}.perturbation[0]", pert[0])
-        hi = _positive(f"{key}.perturbation[1]", pert[1])
+            fail(subkey(key, "scheme"), "near_exact needs d = 1 and an affine target (it starts from an exact representation)")
+        pkey = subkey(key, "perturbation")
+        pert = real_array(pkey, raw.get("perturbation", [1e-4, 1e-1]), ndim=1)
+        if pert.shape != (2,):
+            fail(pkey, f"must be [min, max], got {raw.get('perturbation')!r}")
+        lo = real(subkey(pkey, 0), float(pert[0]), positive=True)
+        hi = real(subkey(pkey, 1), float(pert[1]), positive=True)
         if hi < lo:
-            _fail(f"{key}.perturbation", f"needs min <= max, got {pert!r}")
+            fail(pkey, f"needs min <= max, got {[lo, hi]!r}")
         out["perturbation"] = [lo, hi]
-        out["weight_scale"] = _positive(f"{key}.weight_scale", raw.get("weight_scale", 1.0))
+        out["weight_scale"] = real(subkey(key, "weight_scale"), raw.get("weight_scale", 1.0), positive=True)
     return out
 
 
@@ -131,8 +115,6 @@ def draw_initializations(problem, init: Mapping, scenario: str, case: str, run_i
     Metadata: ``init_scheme`` (str), ``init_scale`` (the scale of a gaussian run or the relative
     perturbation of a near-exact run).
     """
-    from reluflow.experiments.config import run_seed_sequence
-
     draw = {"gaussian": _gaussian, "near_exact": _near_exact}[init["scheme"]]
     thetas, scales = [], []
     for run in np.asarray(run_ids, dtype=np.int64):

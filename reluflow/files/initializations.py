@@ -18,8 +18,8 @@ import numpy as np
 import xarray as xr
 
 from reluflow.files.atomic import atomic_output
-from reluflow.files.trajectories import TrajectoryFileError, parameter_coordinates
 from reluflow.files.provenance import config_json, history_line, source_string
+from reluflow.files.trajectories import TrajectoryFileError
 
 SCHEMA_VERSION = "reluflow-initializations/1"
 
@@ -34,7 +34,7 @@ def build_init_dataset(theta0, run_ids, meta: Mapping, *, spec: Mapping, batch: 
         "init_scale": ("run", np.asarray(meta["init_scale"], dtype=float),
                        {"long_name": "initialization scale (gaussian std or relative perturbation)", "units": "1"}),
     }
-    pcoords = parameter_coordinates(problem.input_dim, problem.width, problem.output_dim)
+    pcoords = problem.layout.coordinates()
     coords["param_name"] = ("param", np.asarray(pcoords["param_name"]), {"long_name": "parameter", "units": "1"})
     ds = xr.Dataset(
         {"theta0": (("run", "param"), theta0, {"long_name": "initial network parameters", "units": "1"})},

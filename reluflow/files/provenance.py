@@ -21,6 +21,7 @@ import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,16 +34,18 @@ UNKNOWN = "unknown"
 _GIT_TIMEOUT = 10.0
 
 
+@functools.lru_cache(maxsize=1)
 def package_version() -> str:
     """The installed reluflow version (``"0.0.0+unknown"`` when running from an uninstalled tree)."""
-    from reluflow import __version__
-
-    return str(__version__)
+    try:
+        return version("reluflow")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
 
 
 def _source_root() -> Path:
     """The folder holding the ``reluflow`` package folder (the repository root for a source checkout)."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def _git(root: Path, *args: str) -> str:

@@ -38,19 +38,22 @@ Files are written atomically (temporary file ``.<name>.<random>.tmp`` in the tar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import xarray as xr
 
-from reluflow.files.atomic import TEMPORARY_FILE_PATTERN, atomic_output
 from reluflow.dynamics.solvers.result import STATUS_MEANINGS, SolveResult, Status
+from reluflow.files.atomic import TEMPORARY_FILE_PATTERN, atomic_output
 from reluflow.files.provenance import config_json as _config_json
 from reluflow.files.provenance import history_line, package_version, source_string
+from reluflow.model.network import ParameterLayout, n_params
 
 #: the layout version, stored as the global attribute ``schema_version``; bump it on any incompatible change
 SCHEMA_VERSION = "reluflow-trajectories/1"
@@ -219,39 +222,6 @@ def _one_line(text: str) -> str:
 # parameter layout
 
 
-def n_params(input_dim: int, width: int, output_dim: int) -> int:
-    """``d H + H + k H + k`` (docs/MATH.md section 1)."""
-    return input_dim * width + width + output_dim * width + output_dim
-
-
-def parameter_coordinates(input_dim: int, width: int, output_dim: int) -> dict[str, np.ndarray]:
-    """The coordinates along ``param``: flat index, name, block, neuron, input and output index.
-
-    Layout (docs/MATH.md section 1): ``W`` (``H x d``, row-major), ``b`` (``H``), ``V`` (``k x H``,
-    row-major), ``c`` (``k``).
-    """
-    d, h, k = input_dim, width, output_dim
-    names, block, neuron, inp, out = [], [], [], [], []
-    for i in range(h):
-        for j in range(d):
-            names.append(f"W[{i},{j}]"), block.append(0), neuron.append(i), inp.append(j), out.append(-1)
-    for i in range(h):
-        names.append(f"b[{i}]"), block.append(1), neuron.append(i), inp.append(-1), out.append(-1)
-    for m in range(k):
-        for i in range(h):
-            names.append(f"V[{m},{i}]"), block.append(2), neuron.append(i), inp.append(-1), out.append(m)
-    for m in range(k):
-        names.append(f"c[{m}]"), block.append(3), neuron.append(-1), inp.append(-1), out.append(m)
-    return {
-        "param": np.arange(len(names), dtype=np.int32),
-        "param_name": np.array(names, dtype=str),
-        "param_block": np.array(block, dtype=np.int8),
-        "param_neuron": np.array(neuron, dtype=np.int32),
-        "param_input": np.array(inp, dtype=np.int32),
-        "param_output": np.array(out, dtype=np.int32),
-    }
-
-
 # ----------------------------------------------------------------------------------------------------------
 # building
 
@@ -366,61 +336,86 @@ def _variable(
     return xr.Variable(dims, _stored_values(key, values), _normalize_attrs(key, attrs))
 
 
+@dataclass(frozen=True)
+class RunArrays:
+    """What a batch of ``M`` runs did, at ``T`` save times (the arrays of a trajectory file).
+
+    ``theta (M, T, n)``; ``time (T,)`` flow times, finite, ``>= 0``, strictly increasing; ``risk``,
+    ``grad_norm``, ``param_norm``, ``energy_residual`` ``(M, T)``; ``status (M,)``
+    :class:`~reluflow.dynamics.solvers.result.Status` codes; ``t_final``, ``critical_risk``,
+    ``critical_grad_norm`` ``(M,)``; ``run_ids (M,)`` distinct integers in ``[0, 2^31)``;
+    ``constraint_drift (M, T)`` for normalized flows, else None (then the variable is absent).
+    """
+
+    theta: Any
+    time: Any
+    risk: Any
+    grad_norm: Any
+    param_norm: Any
+    energy_residual: Any
+    status: Any
+    t_final: Any
+    run_ids: Any
+    critical_risk: Any
+    critical_grad_norm: Any
+    constraint_drift: Any | None = None
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file's provenance: ``scenario`` and ``title`` (global attributes), ``config`` (stored as canonical
+    JSON in ``config_json``), the root ``seed`` of the runs' random streams (a decimal string), the
+    ``history`` line (default: :func:`reluflow.files.provenance.history_line` of ``sys.argv``) and further
+    global ``attrs`` (strings, numbers, 1-d numeric arrays; they may not replace schema ones)."""
+
+    scenario: str
+    title: str
+    config: Mapping[str, Any]
+    seed: int | str | None = None
+    history: str | None = None
+    attrs: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SavedDiagnostics:
+    """What is computed from a trajectory at its save times: ``risk``, ``grad_norm`` and ``param_norm``
+    ``(M, T)``, ``initial_risk (M,)`` (the risk of each run's initial state, which starts the energy
+    identity) and, for the normalized flow, ``constraint_drift (M, T)``."""
+
+    risk: np.ndarray
+    grad_norm: np.ndarray
+    param_norm: np.ndarray
+    initial_risk: np.ndarray
+    constraint_drift: np.ndarray | None = None
+
+
 def build_trajectory_dataset(
+    runs: RunArrays,
+    layout: ParameterLayout,
+    info: FileInfo,
     *,
-    theta: Any,
-    time: Any,
-    risk: Any,
-    grad_norm: Any,
-    param_norm: Any,
-    energy_residual: Any,
-    status: Any,
-    t_final: Any,
-    run_ids: Any,
-    critical_risk: Any,
-    critical_grad_norm: Any,
-    constraint_drift: Any | None = None,
     init: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
-    scenario: str,
-    title: str,
-    config: Mapping[str, Any],
-    input_dim: int,
-    width: int,
-    output_dim: int,
-    seed: int | str | None = None,
-    history: str | None = None,
-    attrs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """The trajectory dataset of a batch of ``M`` runs saved at ``T`` flow times (layout in the module doc).
 
-    Parameters
-    ----------
-    theta : (M, T, n) parameters at the save times, ``n = d H + H + k H + k``.
-    time : (T,) flow times, finite, ``>= 0``, strictly increasing.
-    risk, grad_norm, param_norm, energy_residual : (M, T) diagnostics at the save times.
-    status : (M,) :class:`~reluflow.dynamics.solvers.result.Status` codes.
-    t_final, critical_risk, critical_grad_norm : (M,).
-    run_ids : (M,) distinct integers in ``[0, 2^31)``.
-    constraint_drift : (M, T) for normalized flows, else None (then the variable is absent).
-    init : per-run initialization metadata, stored as coordinates along ``run``: ``name -> (M,) values``
-        for the known names (``seed``, ``init_scheme``, ``init_scale``, ``initial_risk``), or
-        ``name -> (dims, values, attrs)`` with ``units`` and ``long_name`` in ``attrs``.
-    extra : further data variables: ``name -> values`` for known names (``n_steps``, ``n_rejected``,
-        ``critical_distance``) with shape (M,), (M, T) or (M, T, n) (dims run / run, time / run, time,
-        param), or ``name -> (dims, values, attrs)`` over the dims run, time, param, neuron, output.
-    scenario, title : global attributes; ``config`` is stored as canonical JSON in ``config_json``.
-    input_dim, width, output_dim : ``d``, ``H``, ``k``.
-    seed : root seed of the runs' random streams (stored as a decimal string ``seed``), if any.
-    history : the ``history`` attribute; default :func:`reluflow.files.provenance.history_line` of ``sys.argv``.
-    attrs : further global attributes (strings, numbers, 1-d numeric arrays); may not replace schema ones.
+    ``runs`` holds the arrays (:class:`RunArrays`), ``layout`` the network's ``d``, ``H``, ``k``
+    (:class:`~reluflow.model.network.ParameterLayout`), ``info`` the provenance (:class:`FileInfo`).
+    ``init``: per-run initialization metadata, stored as coordinates along ``run``: ``name -> (M,) values``
+    for the known names (``seed``, ``init_scheme``, ``init_scale``, ``initial_risk``), or
+    ``name -> (dims, values, attrs)`` with ``units`` and ``long_name`` in ``attrs``. ``extra``: further data
+    variables: ``name -> values`` for known names (``n_steps``, ``n_rejected``, ``critical_distance``, ...)
+    with shape (M,), (M, T) or (M, T, n) (dims run / run, time / run, time, param), or
+    ``name -> (dims, values, attrs)`` over the dims run, time, param, neuron, output.
 
     Floats are stored as float64, integers as int64 (uint64 if unsigned), booleans as int8, strings as
     numpy unicode; ``run`` is int32 and ``status`` int8. Raises ``ValueError`` naming the argument.
     """
-    d = _positive_int("input_dim", input_dim)
-    h = _positive_int("width", width)
-    k = _positive_int("output_dim", output_dim)
+    theta, time, risk, status, run_ids = runs.theta, runs.time, runs.risk, runs.status, runs.run_ids
+    scenario, title = info.scenario, info.title
+    d = _positive_int("input_dim", layout.input_dim)
+    h = _positive_int("width", layout.width)
+    k = _positive_int("output_dim", layout.output_dim)
     n = n_params(d, h, k)
     if not isinstance(scenario, str) or not scenario:
         raise ValueError(f"scenario: must be a non-empty string, got {scenario!r}")
@@ -455,13 +450,13 @@ def build_trajectory_dataset(
 
     per_run_time = {
         "risk": risk,
-        "grad_norm": grad_norm,
-        "param_norm": param_norm,
-        "energy_residual": energy_residual,
+        "grad_norm": runs.grad_norm,
+        "param_norm": runs.param_norm,
+        "energy_residual": runs.energy_residual,
     }
-    if constraint_drift is not None:
-        per_run_time["constraint_drift"] = constraint_drift
-    per_run = {"t_final": t_final, "critical_risk": critical_risk, "critical_grad_norm": critical_grad_norm}
+    if runs.constraint_drift is not None:
+        per_run_time["constraint_drift"] = runs.constraint_drift
+    per_run = {"t_final": runs.t_final, "critical_risk": runs.critical_risk, "critical_grad_norm": runs.critical_grad_norm}
 
     sizes = {"run": m_runs, "time": n_times, "param": n, "neuron": h, "output": k}
     data_vars: dict[str, xr.Variable] = {
@@ -483,7 +478,7 @@ def build_trajectory_dataset(
         "run": xr.Variable(("run",), run_ids.astype(np.int32), _normalize_attrs("run", VARIABLE_ATTRS["run"])),
         "time": xr.Variable(("time",), time, _normalize_attrs("time", VARIABLE_ATTRS["time"])),
     }
-    for name, values in parameter_coordinates(d, h, k).items():
+    for name, values in ParameterLayout(d, h, k).coordinates().items():
         coords[name] = xr.Variable(("param",), values, _normalize_attrs(name, VARIABLE_ATTRS[name]))
     coords["neuron"] = xr.Variable(("neuron",), np.arange(h, dtype=np.int32), VARIABLE_ATTRS["neuron"])
     coords["output"] = xr.Variable(("output",), np.arange(k, dtype=np.int32), VARIABLE_ATTRS["output"])
@@ -511,21 +506,22 @@ def build_trajectory_dataset(
     global_attrs: dict[str, Any] = {
         "Conventions": CONVENTIONS,
         "title": title,
-        "history": history_line() if history is None else _one_line(history),
+        "history": history_line() if info.history is None else _one_line(info.history),
         "source": source_string(),
         "scenario": scenario,
         "schema_version": SCHEMA_VERSION,
-        "config_json": _config_json(config),
+        "config_json": _config_json(info.config),
         "input_dim": np.int64(d),
         "width": np.int64(h),
         "output_dim": np.int64(k),
         "n_params": np.int64(n),
     }
+    seed = info.seed
     if seed is not None:
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer, str)):
             raise ValueError(f"seed: must be an integer or a string, got {seed!r}")
         global_attrs["seed"] = str(int(seed)) if not isinstance(seed, str) else seed
-    for key, value in _normalize_attrs("attrs", attrs or {}).items():
+    for key, value in _normalize_attrs("attrs", info.attrs or {}).items():
         if key in global_attrs or key in REQUIRED_ATTRS:
             raise ValueError(f"attrs[{key!r}]: is set by the schema and cannot be replaced")
         global_attrs[key] = value
@@ -537,64 +533,58 @@ def build_trajectory_dataset(
 
 def build_from_solve_result(
     result: SolveResult,
-    *,
-    risk: Any,
-    grad_norm: Any,
-    param_norm: Any,
-    initial_risk: Any,
+    saved: SavedDiagnostics,
+    certificate,
     run_ids: Any,
-    critical_risk: Any,
-    critical_grad_norm: Any,
-    constraint_drift: Any | None = None,
+    layout: ParameterLayout,
+    info: FileInfo,
+    *,
     init: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
-    **metadata: Any,
 ) -> xr.Dataset:
-    """:func:`build_trajectory_dataset` from a solver's :class:`~reluflow.dynamics.solvers.result.SolveResult`.
+    """:func:`build_trajectory_dataset` from a solver's :class:`~reluflow.dynamics.solvers.result.SolveResult`,
+    the diagnostics at its save times and each run's certificate (``risk``, ``grad_norm``, ``distance`` of
+    :class:`reluflow.dynamics.certify.Certificate`).
 
     ``time = result.t``, ``theta = result.y``, ``status``, ``t_final`` from the result;
-    ``energy_residual = (L(theta_0) - L(theta_t)) - E_t`` with ``L(theta_0) = initial_risk`` (M,),
-    ``L(theta_t) = risk`` (M, T) and ``E_t = result.energy`` (the solver's ``int_0^t |rhs|^2 ds``);
-    ``initial_risk`` is also stored in ``init``; ``n_steps``/``n_rejected`` go to ``extra``;
-    ``result.info`` is stored as JSON in the global attribute ``solver_info_json``. ``metadata`` are the
-    remaining keywords of :func:`build_trajectory_dataset` (scenario, title, config, dims, seed, ...).
+    ``energy_residual = (L(theta_0) - L(theta_t)) - E_t`` with ``L(theta_0) = saved.initial_risk`` (M,),
+    ``L(theta_t) = saved.risk`` (M, T) and ``E_t = result.energy`` (the solver's ``int_0^t |rhs|^2 ds``);
+    ``initial_risk`` is also stored in ``init``; ``n_steps``/``n_rejected`` and ``critical_distance`` go to
+    ``extra``; ``result.info`` is stored as JSON in the global attribute ``solver_info_json``.
     """
     y = np.asarray(result.y)
     if y.ndim != 3:
         raise ValueError(f"result.y: shape {y.shape}, expected (M, T, n)")
     m_runs, n_times = y.shape[:2]
-    initial_risk = _float_array("initial_risk", initial_risk, (m_runs,))
-    risk = _float_array("risk", risk, (m_runs, n_times))
+    initial_risk = _float_array("initial_risk", saved.initial_risk, (m_runs,))
+    risk = _float_array("risk", saved.risk, (m_runs, n_times))
     energy = _float_array("result.energy", result.energy, (m_runs, n_times))
     init = dict(init or {})
     if "initial_risk" in init:
-        raise ValueError("init['initial_risk']: pass it as the initial_risk argument instead")
+        raise ValueError("init['initial_risk']: taken from the saved diagnostics")
     init["initial_risk"] = initial_risk
-    extra = dict(extra or {})
-    for name in ("n_steps", "n_rejected"):
-        if name in extra:
-            raise ValueError(f"extra[{name!r}]: taken from the SolveResult")
-        extra[name] = np.asarray(getattr(result, name))
-    attrs = dict(metadata.pop("attrs", None) or {})
+    for name in ("n_steps", "n_rejected", "critical_distance"):
+        if name in (extra or {}):
+            raise ValueError(f"extra[{name!r}]: taken from the solver's result and the certificate")
+    extra = {"critical_distance": np.asarray(certificate.distance), **(extra or {}),
+             "n_steps": np.asarray(result.n_steps), "n_rejected": np.asarray(result.n_rejected)}
+    attrs = dict(info.attrs or {})
     attrs["solver_info_json"] = _config_json(result.info)
-    return build_trajectory_dataset(
+    runs = RunArrays(
         theta=y,
         time=result.t,
         risk=risk,
-        grad_norm=grad_norm,
-        param_norm=param_norm,
+        grad_norm=saved.grad_norm,
+        param_norm=saved.param_norm,
         energy_residual=(initial_risk[:, None] - risk) - energy,
         status=result.status,
         t_final=result.t_final,
         run_ids=run_ids,
-        critical_risk=critical_risk,
-        critical_grad_norm=critical_grad_norm,
-        constraint_drift=constraint_drift,
-        init=init,
-        extra=extra,
-        attrs=attrs,
-        **metadata,
+        critical_risk=certificate.risk,
+        critical_grad_norm=certificate.grad_norm,
+        constraint_drift=saved.constraint_drift,
     )
+    return build_trajectory_dataset(runs, layout, dataclasses.replace(info, attrs=attrs), init=init, extra=extra)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -681,7 +671,7 @@ def validate_trajectory_dataset(ds: xr.Dataset, path: str | os.PathLike | None =
         if name in ds.data_vars:
             check_variable(name, dims, dtype, coordinate=False)
 
-    expected_layout = parameter_coordinates(d, h, k)
+    expected_layout = ParameterLayout(d, h, k).coordinates()
     for name, values in expected_layout.items():
         if not np.array_equal(ds[name].values, values):
             fail(f"coordinate {name!r} does not follow the parameter layout of docs/MATH.md section 1")
@@ -882,7 +872,31 @@ def open_trajectories(paths: Iterable[str | os.PathLike] | str | os.PathLike) ->
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("paths: no trajectory files given")
-    datasets = [open_trajectory_dataset(p) for p in paths]
+    return combine_trajectories([open_trajectory_dataset(p) for p in paths], paths)
+
+
+def group_trajectories(paths: Iterable[str | os.PathLike]) -> dict[tuple[str, str], xr.Dataset]:
+    """``{(case, flow label): dataset}`` from the batch files of a scenario, each group's batches combined by
+    :func:`combine_trajectories`. The case and the flow are read from each file's ``config_json`` (written by
+    ``reluflow simulate``), so the files may live anywhere; each file is read once."""
+    groups: dict[tuple[str, str], list[tuple[xr.Dataset, Path]]] = {}
+    for path in map(Path, paths):
+        ds = open_trajectory_dataset(path)
+        try:
+            config = json.loads(ds.attrs["config_json"])
+            key = (str(config["case"]), str(config["flow"]["label"]))
+        except (KeyError, TypeError, ValueError):
+            raise TrajectoryFileError(f"{path}: its config_json names no case and flow label (it was not written "
+                                      f"by 'reluflow simulate'): {RECOVERY_HINT}", path=path) from None
+        groups.setdefault(key, []).append((ds, path))
+    return {key: combine_trajectories([d for d, _ in sorted(members, key=lambda m: str(m[1]))],
+                                      sorted(p for _, p in members))
+            for key, members in sorted(groups.items())}
+
+
+def combine_trajectories(datasets: list[xr.Dataset], paths: list[Path]) -> xr.Dataset:
+    """Concatenate validated batch datasets of one flow (read from ``paths``) along ``run``: the checks and
+    result of :func:`open_trajectories`."""
     reference, reference_path = datasets[0], paths[0]
     owner: dict[int, Path] = {}
     for ds, path in zip(datasets, paths):
@@ -939,12 +953,15 @@ __all__ = [
     "TEMPORARY_FILE_PATTERN",
     "TrajectoryFileError",
     "VARIABLE_ATTRS",
+    "FileInfo",
+    "RunArrays",
+    "SavedDiagnostics",
     "build_from_solve_result",
     "build_trajectory_dataset",
-    "n_params",
+    "combine_trajectories",
+    "group_trajectories",
     "open_trajectories",
     "open_trajectory_dataset",
-    "parameter_coordinates",
     "storage_encoding",
     "validate_trajectory_dataset",
     "write_trajectory_dataset",

@@ -14,12 +14,92 @@ through BLAS matrix products, so each row's numbers are bitwise independent of t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
 def n_params(d: int, H: int, k: int) -> int:
     """``d H + H + k H + k``: the number of real parameters of a network ``R^d -> R^k`` with ``H`` neurons."""
     return d * H + H + k * H + k
+
+
+@dataclass(frozen=True)
+class ParameterLayout:
+    """Where each block of ``theta`` lives (MATH.md section 1): the one owner of these offsets.
+
+    ``W`` (``H x d``, row-major: ``W[i, j]`` at ``i d + j``), ``b`` (at ``d H + i``), ``V`` (``k x H``,
+    row-major: ``V[m, i]`` at ``d H + H + m H + i``), ``c`` (at ``d H + H + k H + m``).
+    """
+
+    input_dim: int
+    width: int
+    output_dim: int
+
+    @property
+    def n_params(self) -> int:
+        return n_params(self.input_dim, self.width, self.output_dim)
+
+    @property
+    def offsets(self) -> tuple[int, int, int]:
+        """Flat index of the first entry of ``b``, of ``V`` and of ``c``."""
+        d, h, k = self.input_dim, self.width, self.output_dim
+        return d * h, d * h + h, d * h + h + k * h
+
+    @property
+    def W(self) -> slice:
+        return slice(0, self.offsets[0])
+
+    @property
+    def b(self) -> slice:
+        return slice(self.offsets[0], self.offsets[1])
+
+    @property
+    def V(self) -> slice:
+        return slice(self.offsets[1], self.offsets[2])
+
+    @property
+    def c(self) -> slice:
+        return slice(self.offsets[2], self.n_params)
+
+    def V_row(self, m: int) -> slice:
+        """The outer weights of output ``m``, ``V[m, :]``."""
+        start = self.offsets[1] + m * self.width
+        return slice(start, start + self.width)
+
+    def neuron_blocks(self) -> np.ndarray:
+        """Flat indices of each neuron's inner block ``u_i = (w_i, b_i)``, shape ``(H, d + 1)``."""
+        d, h = self.input_dim, self.width
+        return np.concatenate([np.arange(d * h).reshape(h, d), (d * h + np.arange(h))[:, None]], axis=1)
+
+    def outer_weights(self) -> np.ndarray:
+        """Flat indices of each neuron's outer weights ``V[:, i]``, shape ``(H, k)``."""
+        h, k = self.width, self.output_dim
+        return self.offsets[1] + np.arange(k * h).reshape(k, h).T
+
+    def coordinates(self) -> dict[str, np.ndarray]:
+        """The coordinates of a ``param`` axis: flat index, name, block (0 W, 1 b, 2 V, 3 c), neuron, input
+        and output index (-1 where they do not apply)."""
+        d, h, k = self.input_dim, self.width, self.output_dim
+        names, block, neuron, inp, out = [], [], [], [], []
+        for i in range(h):
+            for j in range(d):
+                names.append(f"W[{i},{j}]"), block.append(0), neuron.append(i), inp.append(j), out.append(-1)
+        for i in range(h):
+            names.append(f"b[{i}]"), block.append(1), neuron.append(i), inp.append(-1), out.append(-1)
+        for m in range(k):
+            for i in range(h):
+                names.append(f"V[{m},{i}]"), block.append(2), neuron.append(i), inp.append(-1), out.append(m)
+        for m in range(k):
+            names.append(f"c[{m}]"), block.append(3), neuron.append(-1), inp.append(-1), out.append(m)
+        return {
+            "param": np.arange(len(names), dtype=np.int32),
+            "param_name": np.array(names, dtype=str),
+            "param_block": np.array(block, dtype=np.int8),
+            "param_neuron": np.array(neuron, dtype=np.int32),
+            "param_input": np.array(inp, dtype=np.int32),
+            "param_output": np.array(out, dtype=np.int32),
+        }
 
 
 def check_theta(theta, n: int, name: str = "theta") -> np.ndarray:
@@ -46,7 +126,7 @@ def unpack(theta, d: int, H: int, k: int):
         got = "a scalar" if theta.ndim == 0 else f"last axis of length {theta.shape[-1]}"
         raise ValueError(f"theta: expected shape (..., n_params = {n}) for d = {d}, H = {H}, k = {k}, got {got}")
     batch = theta.shape[:-1]
-    i_b, i_v, i_c = d * H, d * H + H, d * H + H + k * H
+    i_b, i_v, i_c = ParameterLayout(d, H, k).offsets
     W = theta[..., :i_b].reshape(batch + (H, d))
     b = theta[..., i_b:i_v]
     V = theta[..., i_v:i_c].reshape(batch + (k, H))

@@ -440,7 +440,8 @@ def _parse_sine(raw, key, d, a, b):
             fail(fkey, f"must have input_dim = {d} entries, got {frequency.shape[0]}")
         vector = frequency
     if d == 1 and abs(vector[0]) * (b - a) > MAX_PIECES:
-        fail(fkey, f"|frequency| * (b - a) = {abs(vector[0]) * (b - a):.6g} exceeds {MAX_PIECES} (too many oscillations for the exact d = 1 evaluation)")
+        fail(fkey, f"|frequency| * (b - a) = {abs(vector[0]) * (b - a):.6g} exceeds {MAX_PIECES} "
+                   f"(too many oscillations for the exact d = 1 evaluation)")
     amplitude = real(subkey(key, "amplitude"), raw.get("amplitude", 1.0))
     phase = real(subkey(key, "phase"), raw.get("phase", 0.0))
     normalized = {"kind": "sine", "amplitude": amplitude, "frequency": to_json(frequency), "phase": phase}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import Any, Iterable, Mapping, NoReturn
 
 import numpy as np
@@ -81,6 +82,31 @@ def integer(key: str, value: Any, *, minimum: int | None = None, maximum: int | 
         fail(key, f"must be an integer >= {minimum}, got {value!r}")
     if maximum is not None and value > maximum:
         fail(key, f"must be an integer <= {maximum}, got {value!r}")
+    return value
+
+
+def whole_number(key: str, value: Any, *, minimum: int | None = None) -> int:
+    """A whole number, given as an integer or as a float without fraction (``8`` or ``8.0``, as YAML may
+    write ``1.0e+6``); not ``8.5`` or ``True``."""
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        value = int(value)
+    if isinstance(value, float):
+        fail(key, f"must be a whole number, got {value!r}")
+    return integer(key, value, minimum=minimum)
+
+
+#: names of scenarios, cases and flows become path components: a safe alphabet only
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def check_name(key: str, value: Any) -> str:
+    """A name of lower-case letters, digits and ``_`` starting with a letter, at most 64 characters."""
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        fail(
+            key,
+            f"must be a name of lower-case letters, digits and '_' starting with a letter "
+            f"(at most 64 characters; it becomes part of file paths), got {value!r}",
+        )
     return value
 
 

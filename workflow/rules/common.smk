@@ -13,6 +13,7 @@ min_version("8.20")
 # reluflow's check_schema instead of snakemake.utils.validate: the same JSON schema, but the message
 # is "<key path>: <problem>" rather than a dump of the schema.
 from reluflow.experiments.config import resolve_scenarios
+from reluflow.experiments.kinds import get_kind
 from reluflow.model.validation import ConfigError, check_schema
 
 with open(workflow.source_path("../schemas/config.schema.yaml")) as schema_file:
@@ -54,7 +55,7 @@ def init_slice(wildcards):
 
 def flow_slice(wildcards):
     """What a simulate job needs beyond its init file: one flow's settings."""
-    return json.dumps(get_case(wildcards).flow(wildcards.flow).settings, sort_keys=True)
+    return json.dumps(get_case(wildcards).flow(wildcards.flow).to_config(), sort_keys=True)
 
 
 def scenario_slice(wildcards):
@@ -68,6 +69,13 @@ def scenario_slice(wildcards):
         },
         sort_keys=True,
     )
+
+
+def figure_caption(wildcards):
+    """The report caption of a scenario's figure, from its kind (reluflow.experiments.kinds)."""
+    cases = SCENARIOS[wildcards.scenario]
+    spec = {"scenario": wildcards.scenario, "kind": cases[0].kind, "cases": [c.to_dict() for c in cases]}
+    return get_kind(cases[0].kind).caption(spec)
 
 
 def batch_ids(case):

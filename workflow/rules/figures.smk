@@ -24,6 +24,7 @@ rule figure:
         "../envs/reluflow.yaml"
     params:
         spec=scenario_slice,
+        caption=figure_caption,
     shell:
         "reluflow figure --spec {params.spec:q} --summary {input.summary} --verdict {input.verdict}"
         " --pdf {output.pdf} --png {output.png} {input.trajectories} > {log} 2>&1"

@@ -44,13 +44,15 @@ class ScenarioKind:
     name : the ``kind`` of a configuration's scenario.
     summary : one line: what the kind shows (listed by ``reluflow kinds``).
     check_case : ``check_case(case, key)`` raises :class:`~reluflow.model.validation.ConfigError` naming the
-        key (``key`` is the case's key path, e.g. ``"scenarios[1].cases[0]"``) when the resolved case
-        (:class:`~reluflow.experiments.config.Case`) violates the kind's preconditions.
+        key (``key`` is the case's key path, e.g. ``"scenarios[1].cases[0]"``) when the resolved case violates
+        the kind's preconditions. ``case`` is the case as data (:meth:`~reluflow.experiments.config.Case.to_dict`:
+        ``problem``, the normalized problem configuration, and ``flows``, ``{label: settings}``), as the
+        configuration's resolution and the aggregation stage both have it.
     verdict : ``verdict(spec, datasets, table) -> (table, rows)``: the kind's columns added to the per-run
         ``table`` and its verdict rows (:mod:`reluflow.experiments.checks`).
     figure : ``figure(spec, datasets, summary, verdict) -> matplotlib.figure.Figure``.
     caption : ``caption(spec) -> str``: reStructuredText that says what the figure shows and what to look for.
-    check_scenario : ``check_scenario(cases, key)``: preconditions across the cases of one scenario.
+    check_scenario : ``check_scenario(cases, key)``: preconditions across the cases (as data) of one scenario.
     """
 
     name: str

@@ -1,10 +1,10 @@
-"""Paper figures of the theorem scenarios: one multi-panel figure per scenario kind.
+"""The figures' common style and helpers: every scenario kind draws with these.
 
-:func:`make_figure` dispatches on the scenario's ``kind`` to the module ``reluflow.experiments.figures.<kind>``, whose
-``draw(spec, datasets, summary, verdict) -> matplotlib.figure.Figure`` builds the figure from the
-trajectories and the tables of :func:`reluflow.experiments.summary.summarize` (the summary may come back from its CSV,
-so modules read its boolean columns through :func:`as_bool`). The figure is written as a vector PDF and a
-``PNG_DPI`` PNG, each through :func:`reluflow.files.atomic.atomic_output` (a reader never sees a partial file).
+A kind's ``figure(spec, datasets, summary, verdict)`` (:mod:`reluflow.experiments.kinds`) builds its figure
+from the trajectories and the tables of :func:`reluflow.experiments.summary.summarize` (the summary may come
+back from its CSV, so kinds read its boolean columns through :func:`as_bool`); :func:`save_figure` writes it as
+a vector PDF and a ``PNG_DPI`` PNG, each through :func:`reluflow.files.atomic.atomic_output` (a reader never
+sees a partial file).
 
 Shared style (:func:`paper_style`): seaborn's ``whitegrid`` axes and ``paper`` context with 7-8 pt text, widths
 :data:`SINGLE_COLUMN` (3.5 in) and :data:`DOUBLE_COLUMN` (7.2 in); diverged runs are red crosses
@@ -14,10 +14,8 @@ cannot show 0) and the axis says so.
 
 from __future__ import annotations
 
-import importlib
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import matplotlib
 
@@ -43,14 +41,6 @@ DIVERGED = {"marker": "x", "color": "#d62728", "s": 22, "linewidths": 1.2, "zord
 FAILED = {"marker": "P", "color": "0.25", "s": 20, "linewidths": 0.4, "zorder": 6}
 #: colour of non-diverged single runs when there is no other colour coding
 RUN_COLOR = "#4c72b0"
-
-FIGURE_KINDS = (
-    "jr_bounded_critical",
-    "jr_affine_small_risk",
-    "jr_single_neuron",
-    "ejrw_normalized_bounded",
-    "gd_vs_gf",
-)
 
 _RC = {
     "font.size": 7.5,
@@ -217,46 +207,10 @@ def save_figure(fig, pdf_path, png_path) -> None:
         fig.savefig(tmp, format="png", dpi=PNG_DPI)
 
 
-def make_figure(
-    spec: Mapping[str, Any],
-    datasets: Mapping[tuple[str, str], Any],
-    summary_df: pd.DataFrame,
-    verdict_df: pd.DataFrame,
-    pdf_path: str | Path,
-    png_path: str | Path,
-) -> None:
-    """Draw the figure of ``spec["kind"]`` and write it to ``pdf_path`` and ``png_path``.
-
-    ``spec`` and ``datasets`` are those of :func:`reluflow.experiments.summary.summarize`; ``summary_df`` and
-    ``verdict_df`` its tables (as returned, or read back from their CSV files). Raises ``ValueError`` naming
-    ``spec.kind`` for an unknown kind, and the errors of :func:`reluflow.experiments.summary.check_spec`, before drawing.
-    """
-    from reluflow.experiments.summary import check_spec
-
-    kind = spec.get("kind") if isinstance(spec, Mapping) else None
-    if kind not in FIGURE_KINDS:
-        raise ValueError(f"spec.kind: unknown scenario kind {kind!r}; expected one of {list(FIGURE_KINDS)}")
-    check_spec(spec, datasets)
-    for name, table in (("summary_df", summary_df), ("verdict_df", verdict_df)):
-        if not isinstance(table, pd.DataFrame):
-            raise ValueError(f"{name}: must be a pandas DataFrame, got {type(table).__name__}")
-    missing = {"case", "flow", "run", "status"} - set(summary_df.columns)
-    if missing:
-        raise ValueError(f"summary_df: missing column(s) {sorted(missing)}")
-    module = importlib.import_module(f"reluflow.experiments.figures.{kind}")
-    with paper_style():
-        fig = module.draw(spec, datasets, summary_df, verdict_df)
-        try:
-            save_figure(fig, pdf_path, png_path)
-        finally:
-            plt.close(fig)
-
-
 __all__ = [
     "DIVERGED",
     "DOUBLE_COLUMN",
     "FAILED",
-    "FIGURE_KINDS",
     "PNG_DPI",
     "RISK_FLOOR",
     "SINGLE_COLUMN",
@@ -267,7 +221,6 @@ __all__ = [
     "format_number",
     "kink_positions",
     "log_axis",
-    "make_figure",
     "paper_style",
     "reference_levels",
     "save_figure",

@@ -1,4 +1,6 @@
-"""Figure for JR Theorem 1.3: one hidden neuron, affine target; small initial risk => risk -> 0, bounded or not.
+"""JR Theorem 1.3: one hidden neuron, affine target: small initial risk gives zero risk, bounded or not.
+
+Figure: Figure for JR Theorem 1.3: one hidden neuron, affine target; small initial risk => risk -> 0, bounded or not.
 
 (a) final risk against initial risk (log-log) with the threshold ``alpha^2 (b-a)^2 / 12`` (dead neuron plus
 the best constant) and the zero level; circles: norm bounded, triangles: norm still growing at T.
@@ -13,7 +15,25 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from reluflow.experiments.figures import (
+from reluflow.experiments.checks import (
+    BOUNDED_GROWTH,
+    NOTHING_TESTED,
+    ZERO_RISK,
+    common_rows,
+    fmt,
+    fraction,
+    number_list,
+    run_list,
+    verdict_row,
+)
+from reluflow.experiments.kinds import ScenarioKind
+from reluflow.experiments.kinds.affine_targets import (
+    affine_parameters,
+    check_affine_uniform,
+    check_standard_flows,
+    single_neuron_threshold,
+)
+from reluflow.experiments.plotting import (
     DIVERGED,
     DOUBLE_COLUMN,
     RISK_FLOOR,
@@ -27,7 +47,7 @@ from reluflow.experiments.figures import (
     reference_levels,
     stopped_run_points,
 )
-from reluflow.experiments.summary import BOUNDED_GROWTH, ZERO_RISK
+from reluflow.model.validation import fail
 
 N_PATHS = 6
 
@@ -187,3 +207,121 @@ def draw(spec, datasets, summary, verdict):
         r"$\Rightarrow$ risk $\to 0$, bounded or not"
     )
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# preconditions, verdict, caption
+
+THEOREM = "JR Theorem 1.3"
+
+
+def check_case(case, key: str) -> None:
+    """One hidden neuron, d = k = 1, an affine target, the uniform law (the setting of the theorem and of the
+    threshold alpha^2 (b-a)^2/12) and the standard gradient flow."""
+    check_affine_uniform(case["problem"], key, THEOREM)
+    width = case["problem"].get("network", {}).get("width")
+    if width != 1:
+        fail(f"{key}.problem.network.width", f"{THEOREM} is about one hidden neuron: width must be 1, got {width!r}")
+    check_standard_flows(case["flows"], key, THEOREM)
+
+#: |L(T) - threshold| <= this * max(1, threshold): a single-neuron run "ended at the dead-neuron value"
+DEAD_NEURON_RTOL = 1e-8
+
+
+def judge(spec, datasets, table):
+    """JR Thm 1.3: H = 1, initial risk below alpha^2 (b-a)^2/12 gives L -> 0, bounded or not."""
+    s = spec["scenario"]
+    values = {}
+    for case in spec["cases"]:
+        alpha, beta, a, b = affine_parameters(case["problem"])
+        values[case["case"]] = (alpha, beta, single_neuron_threshold(alpha, a, b))
+    table["alpha"] = table["case"].map(lambda c: values[c][0])
+    table["beta"] = table["case"].map(lambda c: values[c][1])
+    table["threshold"] = table["case"].map(lambda c: values[c][2])
+    table["below_threshold"] = table["initial_risk"] < table["threshold"]
+    table["norm_grew"] = ~(table["norm_growth"] <= BOUNDED_GROWTH) | (table["status"] == "diverged")
+    table["at_dead_neuron_value"] = (table["final_risk"] - table["threshold"]).abs() <= DEAD_NEURON_RTOL * np.maximum(
+        1.0, table["threshold"]
+    )
+    rows = common_rows(s, table)
+    thr_text = ", ".join(fmt(t) for t in sorted({v[2] for v in values.values()}))
+    below = table[table["below_threshold"] & (table["status"] != "failed")]
+    k = int(below["reached_zero"].sum())
+    still = below[~below["reached_zero"]]
+    rows.append(
+        verdict_row(
+            s,
+            "below_threshold_reach_zero",
+            fraction(k, len(below)),
+            len(below) > 0 and k == len(below),
+            f"{k}/{len(below)} runs with initial risk below alpha^2 (b-a)^2/12 = {thr_text} reached risk "
+            f"< {ZERO_RISK:g}"
+            + (
+                f"; not reached: {run_list(still)} (final risks {number_list(still['final_risk'])}, "
+                f"L(T)/L(T/10) = {number_list(still['risk_ratio_last_decade'])}, "
+                f"statuses {', '.join(still['status'][:8])})"
+                if len(still)
+                else ""
+            )
+            + (NOTHING_TESTED if len(below) == 0 else ""),
+        )
+    )
+    grew = below[below["norm_grew"]]
+    rows.append(
+        verdict_row(
+            s,
+            "below_threshold_unbounded",
+            len(grew),
+            None,
+            f"{len(grew)}/{len(below)} below-threshold runs have a growing norm (> {BOUNDED_GROWTH:g} over the "
+            f"last decade, or diverged); {int(grew['reached_zero'].sum())} of them reached risk < {ZERO_RISK:g}",
+        )
+    )
+    above = table[~table["below_threshold"] & (table["status"] != "failed")]
+    zero = int(above["reached_zero"].sum())
+    dead = int((above["at_dead_neuron_value"] & ~above["reached_zero"]).sum())
+    other = above[~above["reached_zero"] & ~above["at_dead_neuron_value"]]
+    rows.append(
+        verdict_row(
+            s,
+            "above_threshold_outcome",
+            fraction(zero, len(above)),
+            None,
+            f"{len(above)} runs started at or above the threshold: {zero} reached zero risk, {dead} ended at the "
+            f"dead-neuron value alpha^2 (b-a)^2/12 (within {DEAD_NEURON_RTOL:g}), {len(other)} elsewhere"
+            + (f" (final risks {number_list(other['final_risk'])})" if len(other) else ""),
+        )
+    )
+    all_grew = table[table["norm_grew"]]
+    rows.append(
+        verdict_row(
+            s,
+            "runs_with_growing_norm",
+            len(all_grew),
+            None,
+            f"{len(all_grew)}/{len(table)} runs have a growing norm; {int(all_grew['reached_zero'].sum())} "
+            f"of them reached risk < {ZERO_RISK:g}",
+        )
+    )
+    return table, rows
+
+
+CAPTION = """**JR Theorem 1.3 (one hidden neuron).** H = 1, affine target, uniform law; boundedness is not assumed. Look
+for: every run with initial risk below the threshold alpha^2 (b-a)^2/12 (the risk of a dead neuron plus the
+best constant) reaching zero risk, whether or not its parameter norm grows (runs with a growing norm are drawn
+as triangles and their norms alone in panel b; the panel title says when none grows); the neuron's kink -b/w
+creeping to an end of the interval, with the risk decaying like t^-3 (the fitted tail is in the legend)."""
+
+
+def caption(spec) -> str:
+    return CAPTION
+
+
+KIND = ScenarioKind(
+    name="jr_single_neuron",
+    summary="JR Theorem 1.3: one hidden neuron, affine target: small initial risk gives zero risk, bounded or not",
+    check_case=check_case,
+    verdict=judge,
+    figure=draw,
+    caption=caption,
+)

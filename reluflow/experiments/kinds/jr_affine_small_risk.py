@@ -1,4 +1,6 @@
-"""Figure for JR Theorem 1.2: affine target, small initial risk => the risk of a bounded trajectory tends to 0.
+"""JR Theorem 1.2: affine target, uniform law, small initial risk: the risk tends to zero.
+
+Figure: Figure for JR Theorem 1.2: affine target, small initial risk => the risk of a bounded trajectory tends to 0.
 
 (a) final risk against initial risk (log-log), colour = width H, marker = initialization scheme; the
 vertical line is the reference value ``alpha^2 (b-a)^2 / 972`` (risk of a critical point with positive risk,
@@ -15,7 +17,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from reluflow.experiments.figures import (
+from reluflow.experiments.checks import (
+    NOTHING_TESTED,
+    ZERO_RISK,
+    common_rows,
+    fmt,
+    fraction,
+    number_list,
+    run_list,
+    verdict_row,
+)
+from reluflow.experiments.kinds import ScenarioKind
+from reluflow.experiments.kinds.affine_targets import (
+    affine_critical_value,
+    affine_parameters,
+    check_affine_uniform,
+    check_standard_flows,
+)
+from reluflow.experiments.plotting import (
     DIVERGED,
     DOUBLE_COLUMN,
     RISK_FLOOR,
@@ -28,7 +47,6 @@ from reluflow.experiments.figures import (
     reference_levels,
     stopped_run_points,
 )
-from reluflow.experiments.summary import ZERO_RISK
 
 SCHEME_MARKERS = {"near_exact": "o", "gaussian": "s"}
 RUNS_PER_CASE = 2
@@ -156,3 +174,110 @@ def _draw_decay(ax, summary, widths, colors):
     ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set_ylabel(r"fitted $p$ in $\mathcal{L}(\Theta_t) - \mathcal{L}_\infty \sim C\,t^{-p}$")
     panel_title(ax, "c", "fitted tails")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# preconditions, verdict, caption
+
+THEOREM = "JR Theorem 1.2"
+
+
+def check_case(case, key: str) -> None:
+    """d = k = 1, an affine target, the uniform law (the setting of the theorem and of the reference value
+    alpha^2 (b-a)^2/972) and the standard gradient flow."""
+    check_affine_uniform(case["problem"], key, THEOREM)
+    check_standard_flows(case["flows"], key, THEOREM)
+
+
+def judge(spec, datasets, table):
+    """JR Thm 1.2: bounded runs with initial risk below alpha^2 (b-a)^2/972 reach zero risk."""
+    s = spec["scenario"]
+    values = {}
+    for case in spec["cases"]:
+        alpha, beta, a, b = affine_parameters(case["problem"])
+        values[case["case"]] = (alpha, beta, affine_critical_value(alpha, a, b))
+    table["alpha"] = table["case"].map(lambda c: values[c][0])
+    table["beta"] = table["case"].map(lambda c: values[c][1])
+    table["threshold"] = table["case"].map(lambda c: values[c][2])
+    table["below_threshold"] = table["initial_risk"] < table["threshold"]
+    rows = common_rows(s, table)
+    thresholds = sorted({v[2] for v in values.values()})
+    thr_text = ", ".join(fmt(t) for t in thresholds)
+    below = table[table["below_threshold"]]
+    for width, group in [(w, below[below["width"] == w]) for w in sorted(table["width"].unique())] + [("all", below)]:
+        tested = group[group["bounded"]]
+        k = int(tested["reached_zero"].sum())
+        n = len(tested)
+        excluded = group[~group["bounded"]]
+        name = f"H={width}" if width != "all" else "overall"
+        failing = tested[~tested["reached_zero"]]
+        rows.append(
+            verdict_row(
+                s,
+                f"below_reference_reach_zero_{'H' + str(width) if width != 'all' else 'all'}",
+                fraction(k, n),
+                n > 0 and k == n,
+                f"{name}: {k}/{n} bounded runs with initial risk below alpha^2 (b-a)^2/972 = {thr_text} reached risk "
+                f"< {ZERO_RISK:g}"
+                + (NOTHING_TESTED if n == 0 else "")
+                + (
+                    f"; not reached: {run_list(failing)} (final risks {number_list(failing['final_risk'])}; "
+                    f"L(T)/L(T/10) = {number_list(failing['risk_ratio_last_decade'])})"
+                    if len(failing)
+                    else ""
+                )
+                + (
+                    f"; {len(excluded)} below-reference run(s) excluded as not bounded/not finished: {run_list(excluded)}"
+                    if len(excluded)
+                    else ""
+                ),
+            )
+        )
+    above = table[~table["below_threshold"] & table["status"].isin(["finished", "converged"])]
+    rows.append(
+        verdict_row(
+            s,
+            "above_reference_outcome",
+            fraction(int(above["reached_zero"].sum()), len(above)),
+            None,
+            f"{int(above['reached_zero'].sum())}/{len(above)} runs starting at or above the reference value "
+            f"reached zero risk; the others ended at positive risk (median "
+            f"{fmt(above.loc[~above['reached_zero'], 'final_risk'].median())}; their certified critical risks: "
+            f"median {fmt(above.loc[~above['reached_zero'], 'critical_risk'].median())})",
+        )
+    )
+    for scheme in sorted(table["init_scheme"].astype(str).unique()):
+        group = table[table["init_scheme"].astype(str) == scheme]
+        k = int(group["reached_zero"].sum())
+        rows.append(
+            verdict_row(
+                s,
+                f"reached_zero_{scheme or 'unknown'}_init",
+                fraction(k, len(group)),
+                None,
+                f"{k}/{len(group)} runs with {scheme or 'unknown'} initialization reached risk < {ZERO_RISK:g} "
+                f"(regardless of initial risk)",
+            )
+        )
+    return table, rows
+
+
+CAPTION = """**JR Theorem 1.2 (affine target, small initial risk).** Standard gradient flow for the affine target
+alpha x + beta under the uniform law, widths H = 2, 4, 8, initializations near exact representations (initial
+risks over several decades) and random ones. Look for: runs starting below the reference value alpha^2/972 (the
+risk of a known critical point with positive risk for H = 2, which bounds the theorem's threshold) reaching
+zero risk (plotted at the floor); runs starting higher may stop at critical points with positive risk."""
+
+
+def caption(spec) -> str:
+    return CAPTION
+
+
+KIND = ScenarioKind(
+    name="jr_affine_small_risk",
+    summary="JR Theorem 1.2: affine target, uniform law, small initial risk: the risk tends to zero",
+    check_case=check_case,
+    verdict=judge,
+    figure=draw,
+    caption=caption,
+)
