@@ -55,7 +55,9 @@ def init_slice(wildcards):
 
 def flow_slice(wildcards):
     """What a simulate job needs beyond its init file: one flow's settings."""
-    return json.dumps(get_case(wildcards).flow(wildcards.flow).to_config(), sort_keys=True)
+    return json.dumps(
+        get_case(wildcards).flow(wildcards.flow).to_config(), sort_keys=True
+    )
 
 
 def scenario_slice(wildcards):
@@ -74,7 +76,11 @@ def scenario_slice(wildcards):
 def figure_caption(wildcards):
     """The report caption of a scenario's figure, from its kind (reluflow.experiments.kinds)."""
     cases = SCENARIOS[wildcards.scenario]
-    spec = {"scenario": wildcards.scenario, "kind": cases[0].kind, "cases": [c.to_dict() for c in cases]}
+    spec = {
+        "scenario": wildcards.scenario,
+        "kind": cases[0].kind,
+        "cases": [c.to_dict() for c in cases],
+    }
     return get_kind(cases[0].kind).caption(spec)
 
 
