@@ -13,8 +13,8 @@ import numpy as np
 
 from reluflow.model.validation import fail
 
-__all__ = ["check_affine_uniform", "affine_parameters", "affine_critical_value", "single_neuron_threshold",
-           "check_standard_flows"]
+__all__ = ["check_affine_uniform", "affine_parameters", "add_threshold_columns", "affine_critical_value",
+           "single_neuron_threshold", "check_standard_flows"]
 
 
 def check_affine_uniform(problem: Mapping[str, Any], key: str, theorem: str) -> None:
@@ -51,6 +51,19 @@ def affine_parameters(problem: Mapping[str, Any]) -> tuple[float, float, float, 
     intercept = np.asarray(target.get("intercept", 0.0), dtype=float).reshape(-1)
     a, b = (float(v) for v in problem.get("domain", [0.0, 1.0]))
     return float(slope[0]), float(intercept[0]), a, b
+
+
+def add_threshold_columns(spec: Mapping[str, Any], table, threshold) -> dict:
+    """Columns ``alpha``, ``beta``, ``threshold = threshold(alpha, a, b)`` and ``below_threshold`` (initial risk
+    below it) of each run's case; returns ``{case: (alpha, beta, threshold)}``."""
+    values = {}
+    for case in spec["cases"]:
+        alpha, beta, a, b = affine_parameters(case["problem"])
+        values[case["case"]] = (alpha, beta, threshold(alpha, a, b))
+    for column, index in (("alpha", 0), ("beta", 1), ("threshold", 2)):
+        table[column] = table["case"].map(lambda c, i=index: values[c][i])
+    table["below_threshold"] = table["initial_risk"] < table["threshold"]
+    return values
 
 
 def affine_critical_value(alpha: float, a: float, b: float) -> float:

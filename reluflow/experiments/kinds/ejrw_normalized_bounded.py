@@ -292,10 +292,6 @@ sup-norm staying bounded (the theorem), its constraint drift ``max_i ||u_i| - 1|
 both flows reach. Boundedness of the standard flow is an open problem: its norms are shown for comparison."""
 
 
-def caption(spec) -> str:
-    return CAPTION
-
-
 KIND = ScenarioKind(
     name="ejrw_normalized_bounded",
     summary="EJRW: the normalized gradient flow stays bounded (Lipschitz targets), compared with the standard flow",
@@ -303,5 +299,5 @@ KIND = ScenarioKind(
     check_scenario=check_scenario,
     verdict=judge,
     figure=draw,
-    caption=caption,
+    caption=lambda spec: CAPTION,
 )

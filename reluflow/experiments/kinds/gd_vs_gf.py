@@ -433,15 +433,11 @@ panel; the fitted slope is in the legend), and the risks of GD approaching the G
 Runs that diverge (too large a step) are counted and marked."""
 
 
-def caption(spec) -> str:
-    return CAPTION
-
-
 KIND = ScenarioKind(
     name="gd_vs_gf",
     summary="Gradient descent as explicit Euler on gradient flow: distance of order eta",
     check_case=check_case,
     verdict=judge,
     figure=draw,
-    caption=caption,
+    caption=lambda spec: CAPTION,
 )

@@ -29,8 +29,8 @@ from reluflow.experiments.checks import (
 )
 from reluflow.experiments.kinds import ScenarioKind
 from reluflow.experiments.kinds.affine_targets import (
+    add_threshold_columns,
     affine_critical_value,
-    affine_parameters,
     check_affine_uniform,
     check_standard_flows,
 )
@@ -192,14 +192,7 @@ def check_case(case, key: str) -> None:
 def judge(spec, datasets, table):
     """JR Thm 1.2: bounded runs with initial risk below alpha^2 (b-a)^2/972 reach zero risk."""
     s = spec["scenario"]
-    values = {}
-    for case in spec["cases"]:
-        alpha, beta, a, b = affine_parameters(case["problem"])
-        values[case["case"]] = (alpha, beta, affine_critical_value(alpha, a, b))
-    table["alpha"] = table["case"].map(lambda c: values[c][0])
-    table["beta"] = table["case"].map(lambda c: values[c][1])
-    table["threshold"] = table["case"].map(lambda c: values[c][2])
-    table["below_threshold"] = table["initial_risk"] < table["threshold"]
+    values = add_threshold_columns(spec, table, affine_critical_value)
     rows = common_rows(s, table)
     thresholds = sorted({v[2] for v in values.values()})
     thr_text = ", ".join(fmt(t) for t in thresholds)
@@ -269,15 +262,11 @@ risk of a known critical point with positive risk for H = 2, which bounds the th
 zero risk (plotted at the floor); runs starting higher may stop at critical points with positive risk."""
 
 
-def caption(spec) -> str:
-    return CAPTION
-
-
 KIND = ScenarioKind(
     name="jr_affine_small_risk",
     summary="JR Theorem 1.2: affine target, uniform law, small initial risk: the risk tends to zero",
     check_case=check_case,
     verdict=judge,
     figure=draw,
-    caption=caption,
+    caption=lambda spec: CAPTION,
 )

@@ -389,15 +389,11 @@ limit risk matching the risk of a certified critical point (a nearby theta* with
 polishing the final state) — points on the diagonal of the last panel."""
 
 
-def caption(spec) -> str:
-    return CAPTION
-
-
 KIND = ScenarioKind(
     name="jr_bounded_critical",
     summary="JR Theorem 1.1: bounded trajectories' risk converges to the risk of a certified critical point",
     check_case=check_case,
     verdict=judge,
     figure=draw,
-    caption=caption,
+    caption=lambda spec: CAPTION,
 )

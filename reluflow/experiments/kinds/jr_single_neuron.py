@@ -28,7 +28,7 @@ from reluflow.experiments.checks import (
 )
 from reluflow.experiments.kinds import ScenarioKind
 from reluflow.experiments.kinds.affine_targets import (
-    affine_parameters,
+    add_threshold_columns,
     check_affine_uniform,
     check_standard_flows,
     single_neuron_threshold,
@@ -231,14 +231,7 @@ DEAD_NEURON_RTOL = 1e-8
 def judge(spec, datasets, table):
     """JR Thm 1.3: H = 1, initial risk below alpha^2 (b-a)^2/12 gives L -> 0, bounded or not."""
     s = spec["scenario"]
-    values = {}
-    for case in spec["cases"]:
-        alpha, beta, a, b = affine_parameters(case["problem"])
-        values[case["case"]] = (alpha, beta, single_neuron_threshold(alpha, a, b))
-    table["alpha"] = table["case"].map(lambda c: values[c][0])
-    table["beta"] = table["case"].map(lambda c: values[c][1])
-    table["threshold"] = table["case"].map(lambda c: values[c][2])
-    table["below_threshold"] = table["initial_risk"] < table["threshold"]
+    values = add_threshold_columns(spec, table, single_neuron_threshold)
     table["norm_grew"] = ~(table["norm_growth"] <= BOUNDED_GROWTH) | (table["status"] == "diverged")
     table["at_dead_neuron_value"] = (table["final_risk"] - table["threshold"]).abs() <= DEAD_NEURON_RTOL * np.maximum(
         1.0, table["threshold"]
@@ -313,15 +306,11 @@ as triangles and their norms alone in panel b; the panel title says when none gr
 creeping to an end of the interval, with the risk decaying like t^-3 (the fitted tail is in the legend)."""
 
 
-def caption(spec) -> str:
-    return CAPTION
-
-
 KIND = ScenarioKind(
     name="jr_single_neuron",
     summary="JR Theorem 1.3: one hidden neuron, affine target: small initial risk gives zero risk, bounded or not",
     check_case=check_case,
     verdict=judge,
     figure=draw,
-    caption=caption,
+    caption=lambda spec: CAPTION,
 )
