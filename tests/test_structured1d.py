@@ -320,11 +320,12 @@ def test_band_lu_solves_like_numpy(kl, ku):
     A = np.triu(np.tril(rng.normal(size=(N, N)), ku), -kl)
     A[np.diag_indices(N)] *= 1e-3
     band = to_band(A, kl, ku)
-    piv = np.empty(N, dtype=np.int64)
+    piv, u_first, l_count = (np.empty(N, dtype=np.int64) for _ in range(3))
     assert kernel._band_factor(band, kl, ku, piv)
+    kernel._band_profile(band, kl, ku, u_first, l_count)
     rhs = rng.normal(size=N)
     x = rhs.copy()
-    kernel._band_solve(band, kl, ku, piv, x)
+    kernel._band_solve(band, kl, ku, piv, u_first, l_count, x)
     assert_solution_accurate(x[None], A[None], rhs[None])
 
 
@@ -343,8 +344,9 @@ def test_exactly_singular_systems_are_reported():
     kernel.dense_solve_rows(lu, piv, ok, np.ones((2, 4)), out)
     assert np.all(np.isnan(out[0])) and np.all(np.isfinite(out[1]))
     out = np.empty((2, 4))  # H = k = 1: the structured solve of runs whose factorization failed
-    kernel.solve_rows(np.zeros((2, 1, 1)), np.zeros((2, 1), np.int64), np.zeros((2, 1), np.int64),
-                      np.array([False, False]), np.zeros(1, np.int64), 0, 0, 1, 1, np.ones((2, 4)), out)  # fmt: skip
+    index = np.zeros((2, 1), np.int64)
+    kernel.solve_rows(np.zeros((2, 1, 1)), index, index, index, index, np.array([False, False]), np.zeros(1, np.int64),
+                      0, 0, 1, 1, np.ones((2, 4)), out)  # fmt: skip
     assert np.all(np.isnan(out))
 
 

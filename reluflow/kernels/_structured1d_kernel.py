@@ -8,8 +8,8 @@ order: results are bitwise independent of the batch. Per run:
   and the neuron components ``G_w, G_b`` of the gradient (the normalized flow's projection needs them);
 - :func:`_assemble`: the augmented banded system (or, with ``structure=True``, only the column extent of
   each equation, from which the row order and the bandwidths are fixed once per ``(H, k)``);
-- :func:`_band_factor`, :func:`_band_solve`: Gaussian elimination with partial pivoting on a band matrix
-  (the algorithm of LAPACK ``dgbtf2`` / ``dgbtrs``), storage ``band[col, kl + ku + row - col]``;
+- :func:`_band_factor`, :func:`_band_profile`, :func:`_band_solve`: Gaussian elimination with partial pivoting on a
+  band matrix (the algorithm of LAPACK ``dgbtf2`` / ``dgbtrs``), storage ``band[col, kl + ku + row - col]``;
 - :func:`_apply_w`: ``W v`` by the same chains (for the Jacobian-vector product, ``sigma = 0``);
 - :func:`factor_rows`, :func:`solve_rows`, :func:`jvp_rows`: the batched drivers of the above;
 - :func:`dense_factor_rows`, :func:`dense_solve_rows`: the small-width path, partial-pivoting LU of the dense ``W``.
@@ -353,7 +353,9 @@ def _put_c(band, kv, row_of, extent, structure, e, th, H, i, x0, c, sign):
         _put(band, kv, row_of, extent, structure, e, x0 + 2 + m, sign * th[H + i])
 
 
-@njit(**_JIT)
+# inlined into its two callers, each passing a constant ``structure``: compiled with the flag as a variable, the
+# branches in every _put made the assembly 3x slower (measured)
+@njit(**_JIT_INLINE)
 def _assemble(th, H, k, sigma, normalized, structure, order, on, xi, rho, S, grad_u, moments, band, kv, row_of,
               extent, D, Q):  # fmt: skip
     """The augmented system of the module docstring of :mod:`reluflow.kernels.structured1d` into ``band``.
@@ -448,6 +450,7 @@ def _band_factor(band, kl, ku, piv):
     N = band.shape[0]
     kv = kl + ku
     ju = 0
+    nonzero = np.empty(max(kl, 1), np.int64)
     for j in range(N):
         km = min(kl, N - 1 - j)
         jp = 0
@@ -466,21 +469,50 @@ def _band_factor(band, kl, ku, piv):
                 tmp = band[c, kv + j - c]
                 band[c, kv + j - c] = band[c, kv + j + jp - c]
                 band[c, kv + j + jp - c] = tmp
-        if km > 0:
-            pivot = band[j, kv]
-            for t in range(1, km + 1):
+        # multipliers; only the nonzero ones update (most of the band is structurally zero: skipping exact
+        # zeros changes no result for finite entries)
+        pivot = band[j, kv]
+        count = 0
+        for t in range(1, km + 1):
+            if band[j, kv + t] != 0.0:
                 band[j, kv + t] /= pivot
+                nonzero[count] = t
+                count += 1
+        if count > 0:
             for c in range(j + 1, ju + 1):
                 f = band[c, kv + j - c]
                 if f != 0.0:
-                    for t in range(1, km + 1):
+                    for s in range(count):
+                        t = nonzero[s]
                         band[c, kv + j + t - c] -= band[j, kv + t] * f
     return True
 
 
 @njit(**_JIT)
-def _band_solve(band, kl, ku, piv, x):
-    """Solve ``A x = rhs`` in place (``x`` holds ``rhs``) from the factors of :func:`_band_factor` (``dgbtrs``)."""
+def _band_profile(band, kl, ku, u_first, l_count):
+    """Where the factors of :func:`_band_factor` are nonzero: ``U[j - kv + u_first[j] : j, j]`` holds the nonzeros of
+    column ``j`` above the diagonal, ``band[j, kv + 1 : kv + 1 + l_count[j]]`` its nonzero multipliers. (Most of the
+    band is structurally zero; skipping exact zeros in :func:`_band_solve` changes no result for finite entries.)"""
+    N = band.shape[0]
+    kv = kl + ku
+    for j in range(N):
+        first = kv
+        for o in range(kv):
+            if band[j, o] != 0.0:
+                first = o
+                break
+        u_first[j] = first
+        count = 0
+        for t in range(1, min(kl, N - 1 - j) + 1):
+            if band[j, kv + t] != 0.0:
+                count = t
+        l_count[j] = count
+
+
+@njit(**_JIT)
+def _band_solve(band, kl, ku, piv, u_first, l_count, x):
+    """Solve ``A x = rhs`` in place (``x`` holds ``rhs``) from the factors of :func:`_band_factor` (``dgbtrs``)
+    and their profile (:func:`_band_profile`)."""
     N = band.shape[0]
     kv = kl + ku
     for j in range(N):
@@ -491,13 +523,13 @@ def _band_solve(band, kl, ku, piv, x):
             x[p] = tmp
         xj = x[j]
         if xj != 0.0:
-            for t in range(1, min(kl, N - 1 - j) + 1):
+            for t in range(1, l_count[j] + 1):
                 x[j + t] -= band[j, kv + t] * xj
     for j in range(N - 1, -1, -1):
         x[j] /= band[j, kv]
         xj = x[j]
         if xj != 0.0:
-            for i in range(max(0, j - kv), j):
+            for i in range(max(0, j - kv + u_first[j]), j):
                 x[i] -= band[j, kv + i - j] * xj
 
 
@@ -594,9 +626,9 @@ def _work(H, k, n_nodes):
 
 @njit(**_JIT)
 def factor_rows(theta, sigma, H, knots, target_poly, sines, density_poly, nodes, weights, normalized, row_of, kl, ku,
-                band, piv, order_out, ok):  # fmt: skip
-    """Assemble and factorize the augmented system of every run: ``band (M, N, 2 kl + ku + 1)``, ``piv (M, N)``,
-    ``order_out (M, H)`` (the neuron in each slot), ``ok (M,)``."""
+                band, piv, u_first, l_count, order_out, ok):  # fmt: skip
+    """Assemble and factorize the augmented system of every run: ``band (M, N, 2 kl + ku + 1)``, ``piv``,
+    ``u_first``, ``l_count (M, N)`` (:func:`_band_profile`), ``order_out (M, H)`` (the neuron in each slot), ``ok (M,)``."""
     M = theta.shape[0]
     k = target_poly.shape[1]
     (pos, order, on, inside, xi, moments, S, rho, grad_u, slope, intercept, resid, cum, node_x, node_wp, D,
@@ -611,10 +643,12 @@ def factor_rows(theta, sigma, H, knots, target_poly, sines, density_poly, nodes,
         _assemble(th, H, k, sigma[r], normalized, False, order, on, xi, rho, S, grad_u, moments, band[r], kl + ku,
                   row_of, extent, D, Q)  # fmt: skip
         ok[r] = _band_factor(band[r], kl, ku, piv[r])
+        if ok[r]:
+            _band_profile(band[r], kl, ku, u_first[r], l_count[r])
 
 
 @njit(**_JIT)
-def solve_rows(band, piv, order, ok, row_of, kl, ku, H, k, rhs, out):
+def solve_rows(band, piv, u_first, l_count, order, ok, row_of, kl, ku, H, k, rhs, out):
     """``out[r] = W_r^{-1} rhs[r]`` from the factors of :func:`factor_rows` (NaN where ``ok[r]`` is False)."""
     M = rhs.shape[0]
     N = band.shape[1]
@@ -634,7 +668,7 @@ def solve_rows(band, piv, order, ok, row_of, kl, ku, H, k, rhs, out):
             z[row_of[_col_x(k, g, 1)]] = rhs[r, H + i]
             for m in range(k):
                 z[row_of[_col_x(k, g, 2 + m)]] = rhs[r, off_V + m * H + i]
-        _band_solve(band[r], kl, ku, piv[r], z)
+        _band_solve(band[r], kl, ku, piv[r], u_first[r], l_count[r], z)
         for m in range(k):
             out[r, off_c + m] = z[m]
         for g in range(H):

@@ -210,15 +210,16 @@ def factorize(theta, sigma, table, width: int, flow: str = "standard", method: s
     row_of, kl, ku = _band_layout(H, k)
     N = row_of.size
     band = np.empty((M, N, 2 * kl + ku + 1))
-    piv = np.empty((M, N), dtype=np.int64)
+    piv, u_first, l_count = (np.empty((M, N), dtype=np.int64) for _ in range(3))
     order = np.empty((M, H), dtype=np.int64)
     _kernel.factor_rows(
         theta2d, sigma1d, H, arrays.knots, arrays.target_poly, arrays.sines, arrays.density_poly,
-        np.array(arrays.nodes), np.array(arrays.weights), normalized, row_of, kl, ku, band, piv, order, ok,
+        np.array(arrays.nodes), np.array(arrays.weights), normalized, row_of, kl, ku, band, piv, u_first, l_count,
+        order, ok,
     )  # fmt: skip
     return ShiftedJacobianFactorization(
         "structured", batch, n, ok,
-        lambda rhs, out: _kernel.solve_rows(band, piv, order, ok, row_of, kl, ku, H, k, rhs, out),
+        lambda rhs, out: _kernel.solve_rows(band, piv, u_first, l_count, order, ok, row_of, kl, ku, H, k, rhs, out),
     )  # fmt: skip
 
 
