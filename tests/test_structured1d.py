@@ -31,7 +31,7 @@ from reluflow import Problem
 from reluflow.flows import NormalizedFlow, StandardFlow
 from reluflow.kernels import _structured1d_kernel as kernel
 from reluflow.kernels.structured1d import (
-    DENSE_BELOW_WIDTH,
+    dense_below_width,
     factorize,
     jacobian_vector_product,
     velocity_jacobian,
@@ -121,7 +121,7 @@ def assert_solution_accurate(x, W, rhs):
 
 @pytest.mark.parametrize("flow", sorted(FLOWS))
 def test_velocity_jacobian_is_the_flows_jacobian(problem, flow):
-    """The dense Jacobian used below :data:`DENSE_BELOW_WIDTH` (and as reference) is the flows' ``jac``: same
+    """The dense Jacobian used below :func:`dense_below_width` (and as reference) is the flows' ``jac``: same
     formula on the same ``G`` and ``dG/dtheta``, so bitwise equal."""
     rng = np.random.default_rng(1)
     theta = problem_rows(problem, rng)
@@ -213,11 +213,11 @@ def test_structured_solve_at_a_larger_width(flow):
 
 
 def test_auto_method_switches_at_the_measured_width():
-    c = cases()[0]
     rng = np.random.default_rng(5)
-    for H, expected in ((DENSE_BELOW_WIDTH - 1, "dense"), (DENSE_BELOW_WIDTH, "structured")):
-        theta = random_theta(c, H, rng, size=2)
-        assert factorize(theta, 1.0, c.table, H).method == expected
+    for c in (cases()[0], cases()[5]):  # k = 1, k = 2
+        width = dense_below_width(c.k)
+        for H, expected in ((width - 1, "dense"), (width, "structured")):
+            assert factorize(random_theta(c, H, rng, size=2), 1.0, c.table, H).method == expected
 
 
 # ------------------------------------------------------------------------------------------------------
