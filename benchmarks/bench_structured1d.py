@@ -83,7 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"M = {args.runs} runs, k = {args.outputs}, flow {args.flow}, sigma = {SIGMA}, factorize + {SOLVES} solves; affine target, "
           f"uniform law; {args.repeats} interleaved repeats; times in ms (min / median)")  # fmt: skip
-    header = f"{'H':>5s} {'n':>6s}   {'structured: total (factor + solves)':>40s}   {'dense: total (factor + solves)':>40s}   dense/struct  max rel diff"
+    header = (f"{'H':>5s} {'n':>6s}   {'structured: total (factor + solves)':>40s}   "
+              f"{'dense: total (factor + solves)':>40s}   dense/struct  max rel diff")
     print(header)
     structured_min = {}
     for width in args.widths:

@@ -74,10 +74,10 @@ import functools
 
 import numpy as np
 
-from reluflow.kernels.exact1d_numba import risk_and_gradient
-from reluflow.kernels.exact1d import check_inputs
-from reluflow.kernels.jacobian1d import gradient_jacobian
 from reluflow.kernels import _structured1d_kernel as _kernel
+from reluflow.kernels.exact1d import check_inputs
+from reluflow.kernels.exact1d_numba import risk_and_gradient
+from reluflow.kernels.jacobian1d import gradient_jacobian
 
 __all__ = ["FLOWS", "METHODS", "ShiftedJacobianFactorization", "dense_below_width", "factorize",
            "jacobian_vector_product", "velocity_jacobian"]  # fmt: skip
