@@ -23,6 +23,7 @@ import numpy as np
 from reluflow.dynamics.settings import FlowSettings
 from reluflow.experiments.initialization import validate_init
 from reluflow.experiments.kinds import get_kind
+from reluflow.experiments.resources import check_resources, parse_limits
 from reluflow.model.validation import ConfigError, check_mapping, check_name, fail, subkey, whole_number
 from reluflow.problem import Problem
 
@@ -144,14 +145,18 @@ def resolve_scenarios(config: Mapping[str, Any]) -> dict[str, list[Case]]:
     """Check a whole workflow configuration and resolve it: ``{scenario name: [Case, ...]}``.
 
     Raises :class:`~reluflow.model.validation.ConfigError` naming the offending key, before anything runs;
-    this includes each scenario kind's preconditions (:mod:`reluflow.experiments.kinds`).
+    this includes each scenario kind's preconditions (:mod:`reluflow.experiments.kinds`) and the estimate of
+    what the jobs need (:mod:`reluflow.experiments.resources`; optional top-level ``limits``).
     """
     if not isinstance(config, Mapping):
         fail("config", f"must be a mapping, got {type(config).__name__}")
+    check_mapping("", config, required={"scenarios"}, optional={"limits"})
+    limits = parse_limits(config.get("limits"))
     scenarios = config.get("scenarios")
     if not isinstance(scenarios, list) or not scenarios:
         fail("scenarios", "must be a non-empty list of scenarios")
     out: dict[str, list[Case]] = {}
+    case_keys: dict[tuple[str, str], str] = {}
     for i, raw in enumerate(scenarios):
         key = f"scenarios[{i}]"
         check_mapping(key, raw, optional=_SCENARIO_KEYS)
@@ -173,10 +178,12 @@ def resolve_scenarios(config: Mapping[str, Any]) -> dict[str, list[Case]]:
             case = _resolve_case(scenario, case_raw, case_key)
             kind.check_case(case.to_dict(), case_key)
             cases.append(case)
+            case_keys[(name, case.name)] = case_key
         names = [c.name for c in cases]
         dup = sorted({x for x in names if names.count(x) > 1})
         if dup:
             fail(subkey(key, "cases"), f"duplicate case name {dup[0]!r}")
         kind.check_scenario([c.to_dict() for c in cases], key)
         out[name] = cases
+    check_resources(out, case_keys, limits)
     return out

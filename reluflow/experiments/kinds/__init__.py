@@ -28,6 +28,7 @@ BUILTIN = (
     "jr_single_neuron",
     "ejrw_normalized_bounded",
     "gd_vs_gf",
+    "explore",
 )
 
 
