@@ -6,6 +6,7 @@
     reluflow summarize --spec JSON --summary summary.csv --verdict verdict.csv traj.nc ...
     reluflow figure    --spec JSON --summary summary.csv --verdict verdict.csv --pdf f.pdf --png f.png traj.nc ...
     reluflow verdicts  --output verdicts.csv verdict.csv ...
+    reluflow animate   --spec JSON --case C --output c.gif traj.nc ...
     reluflow kinds     [KIND ...]                  the scenario kinds and what each shows
 
 Exit codes: 0 success; 2 bad command line or configuration (the message names the key); 3 an input
@@ -166,6 +167,15 @@ def cmd_figure(args) -> int:
     return EXIT_OK
 
 
+def cmd_animate(args) -> int:
+    from reluflow.experiments.animation import animate_case
+
+    spec = _spec(args.spec)
+    animate_case(spec, args.case, _group_datasets(args.trajectories), args.output)
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
 def cmd_kinds(args) -> int:
     from reluflow.experiments.kinds import builtin_kinds, get_kind
 
@@ -230,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", required=True, help="PNG file to write")
     p.add_argument("trajectories", nargs="+", help="trajectory files .../<case>/<flow>/batchNNN.nc")
     p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("animate", help="a GIF of one case: realization and neurons over flow time")
+    p.add_argument("--spec", required=True, help="JSON (or @file): the scenario slice")
+    p.add_argument("--case", required=True, help="the case to animate")
+    p.add_argument("--output", required=True, help="GIF file to write")
+    p.add_argument("trajectories", nargs="+", help="trajectory files of the case")
+    p.set_defaults(func=cmd_animate)
 
     p = sub.add_parser("kinds", help="list the scenario kinds (the built-in ones, or those named)")
     p.add_argument("kind", nargs="*", help="kinds to show; '<module>:<attribute>' for a kind outside reluflow")

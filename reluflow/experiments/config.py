@@ -24,12 +24,12 @@ from reluflow.dynamics.settings import FlowSettings
 from reluflow.experiments.initialization import validate_init
 from reluflow.experiments.kinds import get_kind
 from reluflow.experiments.resources import check_resources, parse_limits
-from reluflow.model.validation import ConfigError, check_mapping, check_name, fail, subkey, whole_number
+from reluflow.model.validation import ConfigError, boolean, check_mapping, check_name, fail, subkey, whole_number
 from reluflow.problem import Problem
 
 __all__ = ["Case", "resolve_scenarios", "resolve_flow", "deep_merge", "REPLACED_WHOLE"]
 
-_SCENARIO_KEYS = {"name", "kind", "description", "problem", "init", "flows", "batch_size", "cases"}
+_SCENARIO_KEYS = {"name", "kind", "description", "problem", "init", "flows", "batch_size", "cases", "animate"}
 _CASE_KEYS = {"name", "problem", "init", "flows", "batch_size", "label"}
 
 #: runs per simulate job when a scenario does not say
@@ -65,6 +65,7 @@ class Case:
     flows: tuple[FlowSettings, ...]
     n_runs: int
     batch_size: int
+    animate: bool = False
 
     @property
     def n_batches(self) -> int:
@@ -94,6 +95,7 @@ class Case:
             "flows": {f.label: f.to_config() for f in self.flows},
             "n_runs": self.n_runs,
             "batch_size": self.batch_size,
+            "animate": self.animate,
         }
 
 
@@ -138,6 +140,7 @@ def _resolve_case(scenario: Mapping, case_raw: Mapping, key: str) -> Case:
         flows=flows,
         n_runs=init["n_runs"],
         batch_size=batch_size,
+        animate=scenario["animate"],
     )
 
 
@@ -165,6 +168,7 @@ def resolve_scenarios(config: Mapping[str, Any]) -> dict[str, list[Case]]:
             fail(subkey(key, "name"), f"duplicate scenario name {name!r}")
         scenario = dict(raw)
         scenario.setdefault("kind", name)
+        scenario["animate"] = boolean(subkey(key, "animate"), raw.get("animate", False))
         kind = get_kind(scenario["kind"], subkey(key, "kind"))
         explicit = "cases" in scenario
         cases_raw = scenario.get("cases", [{"name": "main"}])

@@ -107,8 +107,23 @@ def simulate_runtime(wildcards, attempt):
     return 30 * attempt
 
 
+def case_trajectory_files(wildcards):
+    case = get_case(wildcards)
+    return [
+        f"{RESULTS}/{case.scenario}/trajectories/{case.name}/{flow.label}/batch{b}.nc"
+        for flow in case.flows
+        for b in batch_ids(case)
+    ]
+
+
 def final_targets():
     out = []
+    for name, cases in SCENARIOS.items():
+        out += [
+            f"{RESULTS}/figures/{name}/{case.name}.gif"
+            for case in cases
+            if case.animate
+        ]
     for name in SCENARIOS:
         out += [
             f"{RESULTS}/{name}/summary.csv",

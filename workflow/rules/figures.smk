@@ -28,3 +28,26 @@ rule figure:
     shell:
         "reluflow figure --spec {params.spec:q} --summary {input.summary} --verdict {input.verdict}"
         " --pdf {output.pdf} --png {output.png} {input.trajectories} > {log} 2>&1"
+
+
+localrules:
+    animate,
+
+
+rule animate:
+    input:
+        case_trajectory_files,
+    output:
+        report(
+            f"{RESULTS}/figures/{{scenario}}/{{case}}.gif",
+            caption="../report/animation.rst",
+            category="Animations",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/{{scenario}}/{{case}}.animate.log",
+    conda:
+        "../envs/reluflow.yaml"
+    params:
+        spec=scenario_slice,
+    shell:
+        "reluflow animate --spec {params.spec:q} --case {wildcards.case} --output {output} {input} > {log} 2>&1"

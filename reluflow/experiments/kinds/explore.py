@@ -81,7 +81,7 @@ def _flow_colors(spec):
     return {label: palette[i] for i, label in enumerate(labels)}
 
 
-def _neuron_blocks(ds, run):
+def neuron_blocks(ds, run):
     """``u (T, H, d + 1)`` and ``V (T, H, k)`` of one run, from the parameter coordinates of the file."""
     theta = ds["theta"].sel(run=run).values
     block = ds["param_block"].values
@@ -92,7 +92,7 @@ def _neuron_blocks(ds, run):
     return u, v
 
 
-def _angle(u: np.ndarray) -> np.ndarray:
+def direction_angle(u: np.ndarray) -> np.ndarray:
     """Direction angle of ``u_i = (w_i, b_i)``: ``atan2(b, w)`` for d = 1, ``atan2(b, |w|)`` for d > 1."""
     w, b = u[..., :-1], u[..., -1]
     w = w[..., 0] if w.shape[-1] == 1 else np.sqrt(np.sum(w * w, axis=-1))
@@ -171,7 +171,7 @@ def _realization_panel(ax, fig, case, ds, run, summary):
 
 
 def _neuron_panels(ax_k, ax_p, case, ds, run):
-    u, v = _neuron_blocks(ds, run)
+    u, v = neuron_blocks(ds, run)
     t = ds["time"].values
     finite = np.all(np.isfinite(u), axis=(1, 2)) & np.all(np.isfinite(v), axis=(1, 2))
     pos = (t > 0) & finite
@@ -197,7 +197,7 @@ def _neuron_panels(ax_k, ax_p, case, ds, run):
         panel_title(ax_k, "e", "inner norms")
     log_axis(ax_k, "x")
     ax_k.set_xlabel("flow time t")
-    angle = _angle(u)
+    angle = direction_angle(u)
     outer = np.sqrt(np.sum(v * v, axis=-1))
     for i in range(h):
         ax_p.plot(angle[finite, i], outer[finite, i], color=palette[i], lw=0.8)
