@@ -5,10 +5,13 @@ configurations are refused naming the key."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
-from scipy import integrate
+from quadrature_reference import risk_and_gradient_reference
+from scipy.integrate import IntegrationWarning
+from tables1d import Case
 
 from reluflow import Problem
 from reluflow.model.network import pack
@@ -73,33 +76,35 @@ def test_wider_student_with_silent_extra_neurons_has_zero_risk():
     assert problem.risk(theta) <= 1e-28
 
 
-def quad_risk(problem, theta):
-    """``L`` by scipy's adaptive quadrature of ``(N - f)^2 p``, split at every kink and density knot."""
-    H = problem.width
-    w, b = theta[:H], theta[H : 2 * H]
-    tw, tb = np.array(TEACHER_1D["inner_weights"]), np.array(TEACHER_1D["inner_biases"])
-    kinks = [-bi / wi for wi, bi in zip(np.concatenate([w, tw]), np.concatenate([b, tb])) if wi != 0]
-    cuts = np.unique([t for t in [0.0, 0.6, 0.3, 1.0] + kinks if 0.0 <= t <= 1.0])
-
-    def integrand(x):
-        r = problem.realization(theta, np.array([x])) - problem.target(np.array([x]))
-        return float(np.sum(r * r)) * float(problem.table.density(np.array(x)))
-
-    parts = [integrate.quad(integrand, lo, hi, epsabs=1e-15, epsrel=1e-13) for lo, hi in zip(cuts[:-1], cuts[1:])]
-    return math.fsum(v for v, _ in parts)
+def teacher_formula(x: float) -> np.ndarray:
+    """TEACHER_1D written out: 0.1 + 1.5 relu(4x - 1) - 0.7 relu(1.2 - 2x) + 2 relu(0.9 - x) + 0.4 relu(0.3) - relu(x + 1.5)."""
+    relu = lambda z: max(z, 0.0)  # noqa: E731
+    return np.array([0.1 + 1.5 * relu(4 * x - 1) - 0.7 * relu(1.2 - 2 * x) + 2.0 * relu(0.9 - x) + 0.4 * 0.3
+                     - relu(x + 1.5)])
 
 
-@pytest.mark.parametrize("measure", DENSITIES, ids=[m["kind"] for m in DENSITIES])
-def test_risk_against_adaptive_quadrature(measure):
-    """Random students of width 3: the exact kernel against scipy.quad of the definition. The integrand is a
-    polynomial of degree <= 3 on each piece, which quad integrates to ~1e-15 relative; 1e-12 allows for it and the
-    kernel's rounding."""
-    problem = problem_1d(width=3, measure=measure)
-    rng = np.random.default_rng(11)
-    theta = rng.standard_normal((4, problem.n_params))
-    risk = problem.risk(theta)
-    for row in range(4):
-        assert risk[row] == pytest.approx(quad_risk(problem, theta[row]), rel=1e-12)
+DENSITY_FORMULAS = [
+    lambda x: 1.0,
+    lambda x: 2 * x / 0.3 if x <= 0.3 else 2 * (1 - x) / 0.7,
+    lambda x: 0.5 if x < 0.6 else 2.0 / 0.64 * 0.7 * x,
+]
+
+
+@pytest.mark.parametrize("index", range(3), ids=[m["kind"] for m in DENSITIES])
+def test_risk_and_gradient_against_adaptive_quadrature(index):
+    """Random students of width 3: the exact kernel against tests/quadrature_reference.py (scipy.quad of the
+    definitions of L and G, split at every kink and knot, with the teacher and the density written out). Tolerances
+    as in tests/test_exact1d.py: 1e-12 relative for L, 1e-12 of each component's integrand scale for G."""
+    problem = problem_1d(width=3, measure=DENSITIES[index])
+    reference_case = Case("teacher", problem.table, teacher_formula, DENSITY_FORMULAS[index])
+    theta = np.random.default_rng(11).standard_normal((3, problem.n_params))
+    risk, grad = problem.risk_and_gradient(theta)
+    for row in range(3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", IntegrationWarning)  # QUADPACK's roundoff flag at epsrel 1.2e-14
+            risk_ref, grad_ref, scale = risk_and_gradient_reference(reference_case, theta[row], 3)
+        assert abs(risk[row] - risk_ref) <= 1e-12 * risk_ref
+        assert np.all(np.abs(grad[row] - grad_ref) <= 1e-12 * scale)
 
 
 def test_two_outputs_and_discrete_measure_in_two_dimensions():
