@@ -174,19 +174,16 @@ def singular_points_1d(table) -> np.ndarray:
     :class:`~reluflow.model.piecewise.PiecewiseTable` jumps: ``a`` and ``b`` when ``p`` is non-zero there, and the
     interior knots where the one-sided values of ``p`` or of some ``f_m`` differ (rule: module docstring)."""
     knots = table.knots
-    n_pieces = knots.size - 1
     zero_density = np.zeros((1, table.density_poly.shape[1]))
-    # the pieces left and right of every knot (index 0 and n_pieces + 1 of `padded` are p = 0 outside [a, b])
+    # the pieces left and right of every knot (the first and last row of `padded` are p = 0 outside [a, b])
     padded = np.concatenate([zero_density, table.density_poly, zero_density])
     p_left, p_scale_left = _one_sided(padded[:-1], knots)
     p_right, p_scale_right = _one_sided(padded[1:], knots)
     jumps = np.abs(p_left - p_right) > JUMP_RTOL * (p_scale_left + p_scale_right)
-    if n_pieces > 1:
-        interior = knots[1:-1]
-        f_left, f_scale_left = _one_sided(table.target_poly[:-1], interior)
-        f_right, f_scale_right = _one_sided(table.target_poly[1:], interior)
-        f_jumps = np.any(np.abs(f_left - f_right) > JUMP_RTOL * (f_scale_left + f_scale_right), axis=-1)
-        jumps[1:-1] |= f_jumps
+    # f matters inside only (p = 0 outside); the sine terms are continuous
+    f_left, f_scale_left = _one_sided(table.target_poly[:-1], knots[1:-1])
+    f_right, f_scale_right = _one_sided(table.target_poly[1:], knots[1:-1])
+    jumps[1:-1] |= np.any(np.abs(f_left - f_right) > JUMP_RTOL * (f_scale_left + f_scale_right), axis=-1)
     return knots[jumps]
 
 

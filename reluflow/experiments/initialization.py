@@ -19,7 +19,8 @@ computed in. Schemes:
   neurons whose ``w``, ``b``, ``V`` are ``N(0, scale^2)`` (small ``scale``, default ``0.01``, keeps the
   realization near the teacher's), then a perturbation of relative size ``eps`` as for ``near_exact``:
   ``theta + eps |theta| u`` with ``u`` uniform on the unit sphere. ``perturbation`` is a number ``eps >= 0``
-  (``0``: the teacher itself, risk 0 when ``width = H_t``) or ``[min, max]``, ``eps`` log-uniform per run.
+  (``0``: the teacher itself, risk 0 when ``width = H_t``) or ``[min, max]``, ``eps`` log-uniform per run
+  (default ``[1e-4, 1e-1]``, as for ``near_exact``).
 
 Every draw uses elementwise numpy arithmetic, never BLAS (``np.dot``, ``@``, ``np.linalg.norm``): BLAS kernels
 sum in an order that depends on the CPU, and initial parameters must be the same bits on every machine.

@@ -516,7 +516,7 @@ def _parse_relu_network(raw, key, d, a, b):
     V = real_array(vkey, raw["outer_weights"], ndim={1, 2})
     if V.ndim == 1:
         V = V[None, :]  # a flat list: one output
-    if V.shape[0] == 0 or V.shape[1] != h:
+    if V.shape[1] != h:
         fail(vkey, f"must be a k x H_t matrix with H_t = {h} columns (for k = 1 also a flat list of {h}), got shape {V.shape}")
     c = real_array(ckey, raw["outer_bias"], ndim=1)
     if c.shape[0] != V.shape[0]:
