@@ -83,7 +83,30 @@ TARGETS = [
         {"kind": "stack", "components": [{"kind": "sine", "frequency": 2.0}, {"kind": "abs"}]},
         {"kind": "affine", "slope": [1.0, 2.0], "intercept": 0.5}]},
      lambda x: [math.sin(2 * x[0]) + x[0] + 0.5, abs(x[0]) + 2 * x[0] + 0.5], [0.0]),
+    # teachers: kinks -b/w = 0.4, 0.6, 1.75 inside (A, B), -2.5 outside; the w = 0 neuron is the constant relu(0.5)
+    ("relu_network", 1, 1, {"kind": "relu_network", "inner_weights": [1.0, -2.0, 0.0, 4.0, 0.8],
+                            "inner_biases": [-0.4, 1.2, 0.5, -7.0, 2.0], "outer_weights": [1.5, -0.7, 2.0, 0.4, -1.0],
+                            "outer_bias": [0.1]},
+     lambda x: [0.1 + 1.5 * max(x[0] - 0.4, 0) - 0.7 * max(1.2 - 2 * x[0], 0) + 2.0 * 0.5 + 0.4 * max(4 * x[0] - 7, 0)
+                - max(0.8 * x[0] + 2, 0)], [0.4, 0.6, 1.75]),
+    ("relu_network_k2", 1, 2, {"kind": "relu_network", "inner_weights": [[2.0], [-1.0]], "inner_biases": [-1.0, 0.5],
+                               "outer_weights": [[1.0, 3.0], [-2.0, 0.5]], "outer_bias": [0.0, 1.0]},
+     lambda x: [max(2 * x[0] - 1, 0) + 3 * max(0.5 - x[0], 0), 1 - 2 * max(2 * x[0] - 1, 0) + 0.5 * max(0.5 - x[0], 0)],
+     [0.5]),
+    ("sum_with_relu_network", 1, 1, {"kind": "sum", "terms": [
+        {"kind": "relu_network", "inner_weights": [-1.0], "inner_biases": [0.25], "outer_weights": [2.0], "outer_bias": [0.0]},
+        {"kind": "sine", "frequency": 3.0}]},
+     lambda x: [2 * max(0.25 - x[0], 0) + math.sin(3 * x[0])], [0.25]),
     # d > 1
+    ("relu_network_d2_k2", 2, 2, {"kind": "relu_network", "inner_weights": [[1.0, -1.0], [0.5, 2.0], [0.0, 0.0]],
+                                  "inner_biases": [0.2, -1.0, 0.3], "outer_weights": [[1.0, -2.0, 1.0], [0.0, 0.5, 3.0]],
+                                  "outer_bias": [0.5, -0.5]},
+     lambda x: [0.5 + max(x[0] - x[1] + 0.2, 0) - 2 * max(0.5 * x[0] + 2 * x[1] - 1, 0) + 0.3,
+                -0.5 + 0.5 * max(0.5 * x[0] + 2 * x[1] - 1, 0) + 0.9], None),
+    ("stack_relu_network_d2", 2, 2, {"kind": "stack", "components": [
+        {"kind": "relu_network", "inner_weights": [[1.0, 1.0]], "inner_biases": [0.0], "outer_weights": [1.0], "outer_bias": [0.0]},
+        {"kind": "affine", "slope": [0.0, 1.0]}]},
+     lambda x: [max(x[0] + x[1], 0), x[1]], None),
     ("affine_d2", 2, 1, {"kind": "affine", "slope": [1.0, -2.0], "intercept": 0.5},
      lambda x: [x[0] - 2 * x[1] + 0.5], None),
     ("affine_d3_k2", 3, 2, {"kind": "affine", "slope": [[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]], "intercept": [0.0, 1.0]},

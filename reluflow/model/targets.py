@@ -17,6 +17,12 @@ Kinds (``target.kind``), with ``x`` the input (a number for ``d = 1``); "d = 1" 
   of period ``period``, values in ``[offset - amplitude, offset + amplitude]`` (``offset - amplitude`` at
   multiples of the period), Lipschitz constant ``4 |amplitude| / period``, linear between multiples of
   ``period / 2`` (defaults ``amplitude = 1``, ``offset = 0``).
+- ``relu_network`` (any d; a teacher): ``f(x) = outer_bias + outer_weights relu(inner_weights x + inner_biases)``,
+  the realization of a shallow ReLU network with ``H_t`` neurons (MATH.md section 1): ``inner_weights`` an
+  ``H_t x d`` matrix (for d = 1 also a flat list of ``H_t`` numbers), ``inner_biases`` a list of ``H_t``,
+  ``outer_weights`` a ``k x H_t`` matrix (for k = 1 also a flat list of ``H_t`` numbers), ``outer_bias`` a
+  list of ``k``. For d = 1 it is piecewise linear: its kinks ``-b_j / w_j`` (``w_j != 0``) inside ``(a, b)``
+  are the breakpoints; a neuron with ``w_j = 0`` is the constant ``relu(b_j)``.
 - ``sum`` (any d): ``sum_t terms[t](x)``; all terms have the same number of outputs.
 - ``stack`` (any d): ``(components[0](x), ..., components[k-1](x))``: k scalar targets as one R^k target.
 
@@ -36,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from reluflow.model.network import pack, realization
 from reluflow.model.validation import (
     check_kind,
     check_mapping,
@@ -47,9 +54,9 @@ from reluflow.model.validation import (
 )
 
 #: target kinds defined for every input dimension; the others exist only for d = 1
-ANY_DIMENSION_KINDS = ("affine", "sine", "sum", "stack")
+ANY_DIMENSION_KINDS = ("affine", "sine", "relu_network", "sum", "stack")
 ONE_DIMENSION_KINDS = ("piecewise_linear", "polynomial", "abs", "hat", "sawtooth")
-KINDS = ("affine", "piecewise_linear", "polynomial", "abs", "hat", "sine", "sawtooth", "sum", "stack")
+KINDS = ("affine", "piecewise_linear", "polynomial", "abs", "hat", "sine", "sawtooth", "relu_network", "sum", "stack")
 
 #: at most this many pieces from one target on [a, b] (sawtooth kinks, or |omega| (b - a) for a sine,
 #: which sets how many intervals the table needs): beyond it the exact d = 1 evaluation gets slow and the
@@ -245,6 +252,36 @@ class Sawtooth(Target):
         return np.array([[self.offset - A + 4.0 * A * n, -4.0 * A / P]])
 
 
+class ReluNetwork(Target):
+    """``f(x) = c + V relu(W x + b)``: a teacher network with ``W (H_t, d)``, ``b (H_t,)``, ``V (k, H_t)``, ``c (k,)``."""
+
+    kind = "relu_network"
+
+    def __init__(self, W: np.ndarray, b: np.ndarray, V: np.ndarray, c: np.ndarray):
+        self.W, self.b, self.V, self.c = W, b, V, c
+        self.width, self.input_dim = W.shape
+        self.output_dim = V.shape[0]
+        self.degree = 1
+        self.theta = pack(W, b, V, c)  # the student's layout, so that a student equal to the teacher rounds alike
+
+    def evaluate(self, x):
+        return realization(self.theta, x, self.input_dim, self.width, self.output_dim)
+
+    def breakpoints(self, a, b):
+        w = self.W[:, 0]
+        moving = w != 0
+        kinks = -self.b[moving] / w[moving]
+        return np.unique(kinks[(kinks > a) & (kinks < b)])
+
+    def poly_on(self, lo, hi):
+        # no kink inside (lo, hi): the active set {j : w_j x + b_j > 0} is the one at the midpoint, and
+        # N(x) = c + sum_{j active} V[:, j] (w_j x + b_j) (w_j = 0 < b_j: the constant V[:, j] b_j)
+        active = (self.W[:, 0] * (0.5 * (lo + hi)) + self.b > 0).astype(float)
+        intercept = self.c + np.sum(self.V * (active * self.b), axis=1)
+        slope = np.sum(self.V * (active * self.W[:, 0]), axis=1)
+        return np.stack([intercept, slope], axis=1)
+
+
 class Sum(Target):
     kind = "sum"
 
@@ -314,6 +351,7 @@ _KEYS = {
     "hat": ({"center", "half_width"}, {"height"}),
     "sine": ({"frequency"}, {"amplitude", "phase"}),
     "sawtooth": ({"period"}, {"amplitude", "offset"}),
+    "relu_network": ({"inner_weights", "inner_biases", "outer_weights", "outer_bias"}, set()),
     "sum": ({"terms"}, set()),
     "stack": ({"components"}, set()),
 }
@@ -457,6 +495,42 @@ def _parse_sawtooth(raw, key, d, a, b):
     return Sawtooth(period, amplitude, offset), {"kind": "sawtooth", "period": period, "amplitude": amplitude, "offset": offset}
 
 
+def _parse_relu_network(raw, key, d, a, b):
+    wkey, bkey = subkey(key, "inner_weights"), subkey(key, "inner_biases")
+    vkey, ckey = subkey(key, "outer_weights"), subkey(key, "outer_bias")
+    W = real_array(wkey, raw["inner_weights"], ndim={1, 2})
+    if W.ndim == 1:
+        if d != 1:
+            fail(wkey, f"a flat list is only accepted for input_dim = 1; give an H_t x {d} matrix (one row per neuron)")
+        W = W[:, None]
+    if W.shape[0] == 0:
+        fail(wkey, "must not be empty (the teacher needs at least one neuron)")
+    if W.shape[1] != d:
+        fail(wkey, f"must be an H_t x input_dim matrix with {d} column(s) (one row per neuron), got shape {W.shape}")
+    h = W.shape[0]
+    if d == 1 and h > MAX_PIECES:
+        fail(wkey, f"{h} neurons give up to {h + 1} linear pieces on [a, b], more than {MAX_PIECES}")
+    bias = real_array(bkey, raw["inner_biases"], ndim=1)
+    if bias.shape[0] != h:
+        fail(bkey, f"needs one bias per neuron: H_t = {h} (the rows of inner_weights), got {bias.shape[0]}")
+    V = real_array(vkey, raw["outer_weights"], ndim={1, 2})
+    if V.ndim == 1:
+        V = V[None, :]  # a flat list: one output
+    if V.shape[1] != h:
+        fail(vkey, f"must be a k x H_t matrix with H_t = {h} columns (for k = 1 also a flat list of {h}), got shape {V.shape}")
+    c = real_array(ckey, raw["outer_bias"], ndim=1)
+    if c.shape[0] != V.shape[0]:
+        fail(ckey, f"needs one number per output: k = {V.shape[0]} (the rows of outer_weights), got {c.shape[0]}")
+    normalized = {
+        "kind": "relu_network",
+        "inner_weights": to_json(W),
+        "inner_biases": to_json(bias),
+        "outer_weights": to_json(V),
+        "outer_bias": to_json(c),
+    }
+    return ReluNetwork(W, bias, V, c), normalized
+
+
 def _parse_list(raw, key, name):
     items = raw[name]
     if not isinstance(items, (list, tuple)) or len(items) == 0:
@@ -496,6 +570,7 @@ _PARSERS = {
     "hat": _parse_hat,
     "sine": _parse_sine,
     "sawtooth": _parse_sawtooth,
+    "relu_network": _parse_relu_network,
     "sum": _parse_sum,
     "stack": _parse_stack,
 }
