@@ -7,7 +7,9 @@
 2. :func:`diagnose`: risk, ``|G|``, ``|theta|`` at the save times and, for the normalized flow, the constraint
    drift ``max_i ||u_i| - 1|``;
 3. :func:`certify_end_points`: each run's last finite state polished to a certified critical point
-   (:mod:`reluflow.dynamics.certify`) and the fitted decay of its risk (:mod:`reluflow.dynamics.asymptotics`);
+   (:mod:`reluflow.dynamics.certify`), the type of that point (:mod:`reluflow.dynamics.classify`: global or local
+   minimum, saddle, nonsmooth point, not converged) and the fitted decay of its risk
+   (:mod:`reluflow.dynamics.asymptotics`);
 4. the trajectory dataset (:func:`reluflow.files.trajectories.build_from_solve_result`), which also forms the
    energy-identity residual ``L(Theta_0) - L(Theta_t) - int_0^t |F(Theta_s)|^2 ds`` (``F`` the velocity).
 """
@@ -20,6 +22,7 @@ import numpy as np
 
 from reluflow.dynamics.asymptotics import fit_decays
 from reluflow.dynamics.certify import Certificate, polish_critical_points
+from reluflow.dynamics.classify import END_POINT_DTYPE, classify_end_points
 from reluflow.dynamics.flows import constraint_drift, make_flow
 from reluflow.dynamics.settings import FlowSettings
 from reluflow.dynamics.solvers.result import SolveResult
@@ -29,6 +32,10 @@ __all__ = ["simulate", "flow_settings", "integrate", "diagnose", "certify_end_po
 
 #: beyond this flow time an explicit pair is stability-limited (cost ~ t); "auto" then goes stiff
 AUTO_STIFF_T_MAX = 1e3
+
+#: end points of networks with more parameters are not classified: the spectrum of the n x n Hessian costs
+#: O(n^3) per run (n = 1000: about 1 s), more than the rest of a run's certificate
+CLASSIFY_MAX_PARAMS = 1000
 
 
 def choose_solver(solver: str, flow: str, t_max: float, problem) -> str:
@@ -132,15 +139,24 @@ def _last_finite_states(theta: np.ndarray) -> np.ndarray:
     return last
 
 
-def certify_end_points(problem, result: SolveResult, saved: SavedDiagnostics, polish: bool = True) -> tuple[Certificate, dict]:
-    """Each run's certificate (its last finite state polished to a critical point; NaN with ``polish=False``)
-    and the fitted decay of ``L(t) - L(theta*)`` as extra trajectory variables."""
+def certify_end_points(problem, result: SolveResult, saved: SavedDiagnostics,
+                       polish: bool = True) -> tuple[Certificate, dict]:
+    """Each run's certificate (its last finite state polished to a critical point; NaN with ``polish=False``),
+    the classified end point and the fitted decay of ``L(t) - L(theta*)``, the last two as trajectory variables.
+
+    ``end_point`` is ``unclassified`` (and ``min_eigenvalue`` NaN) without a certificate or for networks of
+    more than :data:`CLASSIFY_MAX_PARAMS` parameters."""
     last = _last_finite_states(result.y)
     if polish:
         cert = polish_critical_points(problem, last)
     else:
         nan = np.full(last.shape[0], np.nan)
         cert = Certificate(theta=np.full_like(last, np.nan), risk=nan, grad_norm=nan.copy(), distance=nan.copy())
+    if polish and problem.n_params <= CLASSIFY_MAX_PARAMS:
+        end_point, min_eigenvalue = classify_end_points(problem, cert)
+    else:
+        end_point = np.full(last.shape[0], "unclassified", dtype=END_POINT_DTYPE)
+        min_eigenvalue = np.full(last.shape[0], np.nan)
     # rounding level of a risk that has reached zero: (64 eps)^2 E|f|^2, E|f|^2 = L(0) (asymptotics docstring)
     noise_floor = (64 * np.finfo(float).eps) ** 2 * float(problem.risk(np.zeros(problem.n_params)))
     kind, exponent, rate = fit_decays(result.t, saved.risk, cert.risk, noise_floor=noise_floor)
@@ -154,6 +170,12 @@ def certify_end_points(problem, result: SolveResult, saved: SavedDiagnostics, po
         "decay_rate": (("run",), rate,
                        {"long_name": "fitted lambda in L(t) - L_inf ~ C exp(-lambda t) over the last two decades",
                         "units": "1/time"}),
+        "end_point": (("run",), end_point,
+                      {"long_name": "type of the certified end point theta*: global_minimum, local_minimum, saddle, "
+                                    "nonsmooth, not_converged or unclassified", "units": "1"}),
+        "min_eigenvalue": (("run",), min_eigenvalue,
+                           {"long_name": "smallest eigenvalue of the Hessian of L at theta* on the complement of "
+                                         "the rescaling directions", "units": "1"}),
     }
     return cert, decay
 

@@ -92,13 +92,12 @@ END_POINTS = ("not_converged", "global_minimum", "nonsmooth", "saddle", "local_m
 #: fixed width, so that the array's dtype does not depend on which labels a batch happens to hold
 END_POINT_DTYPE = "<U14"
 
-#: a certificate counts as critical when |G(theta*)| <= this (the value of
-#: reluflow.experiments.checks.CRITICAL_GRAD_TOL, repeated because dynamics may not import experiments):
-#: Levenberg-Marquardt on the exact G stops at rounding level (|G| ~ 1e-14 .. 1e-12 for O(1) parameters), a
+#: a certificate counts as critical when |G(theta*)| <= this (also the scenarios' check of certificates,
+#: reluflow.experiments.checks): Levenberg-Marquardt on the exact G stops at rounding level (|G| ~ 1e-14 .. 1e-12 for O(1) parameters), a
 #: non-critical point near the end of a flow has |G| >= ~1e-6 at the horizons used; 1e-8 lies between the two.
 CRITICAL_GRAD_TOL = 1e-8
 
-#: the zero level of the risk (the value of reluflow.experiments.checks.ZERO_RISK): six orders above the
+#: the zero level of the risk (also the scenarios' "reached zero risk", reluflow.experiments.checks): six orders above the
 #: rounding of the exact risk (~1e-16 of the O(1) squared scale) and far below every positive critical value
 #: of the scenarios (alpha^2 / 972 ~ 4e-3).
 ZERO_RISK = 1e-10

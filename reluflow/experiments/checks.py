@@ -29,23 +29,20 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from reluflow.dynamics.classify import CRITICAL_GRAD_TOL, ZERO_RISK
 from reluflow.dynamics.solvers.result import Status
 
-#: a run "reached zero risk" when its final risk is below this. The risk is evaluated exactly (closed-form
-#: integrals, rounding error ~1e-16 relative to the squared scale of N and f, here O(1)), so 1e-10 is six
-#: orders above rounding and far below every positive critical value in the scenarios (alpha^2/972 ~ 4e-3).
-ZERO_RISK = 1e-10
+# ZERO_RISK (a run "reached zero risk" below it) and CRITICAL_GRAD_TOL (a certificate is critical below it)
+# are the classification's own levels (reluflow.dynamics.classify, where they are justified): one owner.
+__all__ = ["BOUNDED_GROWTH", "CRITICAL_GRAD_TOL", "ENERGY_RTOL", "NOTHING_TESTED", "ZERO_RISK", "common_rows",
+           "coord_or", "fmt", "fraction", "last_finite_index", "nanmax_rows", "norm_growth_last_decade",
+           "number_list", "run_list", "run_table", "spec_error", "status_name", "take_at", "verdict_row"]
 
 #: operational boundedness: the norm grew by at most 1 % over the last decade of flow time. A trajectory
 #: converging to a limit changes its norm by ever smaller amounts; escaping ones in these networks grow
 #: slowly (like log t, i.e. ~ 20 % per decade at t = 1e6), so 1 % separates the two with room on both sides.
 BOUNDED_GROWTH = 1e-2
 
-
-#: a certificate theta* counts as critical when |G(theta*)| <= this. Levenberg-Marquardt on the exact G stops
-#: at rounding level (|G| ~ 1e-14 .. 1e-12 for O(1) parameters); a non-critical point near the end of a flow
-#: has |G| >= ~1e-6 at the horizons used; 1e-8 lies between the two.
-CRITICAL_GRAD_TOL = 1e-8
 
 
 #: energy identity L(Theta_0) - L(Theta_t) = int_0^t |F|^2 ds (F the velocity) holds for the exact flow. The
@@ -176,6 +173,11 @@ def run_table(case: Mapping[str, Any], label: str, ds: xr.Dataset) -> pd.DataFra
                 ds["decay_exponent"].values.astype(float) if "decay_exponent" in ds.variables else np.nan
             ),
             "decay_rate": ds["decay_rate"].values.astype(float) if "decay_rate" in ds.variables else np.nan,
+            # the certified end point's type (reluflow.dynamics.classify)
+            "end_point": ds["end_point"].values.astype(str) if "end_point" in ds.variables else "unclassified",
+            "min_eigenvalue": (
+                ds["min_eigenvalue"].values.astype(float) if "min_eigenvalue" in ds.variables else np.nan
+            ),
         }
     )
     return table
