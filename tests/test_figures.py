@@ -141,12 +141,28 @@ def gd_case():
     return spec, datasets, 1
 
 
+def explore_case():
+    """Two cases of the explore kind: d = 1 (realization and kinks) and d = 2 (error map, inner norms)."""
+    cases, datasets = [], {}
+    one = problem_config(with_width(AFFINE_01, 3))
+    two = problem_config({"network": {"input_dim": 2, "width": 3, "output_dim": 1}, "domain": [0.0, 1.0],
+                          "target": {"kind": "sine", "frequency": [3.0, 1.0]},
+                          "measure": {"kind": "qmc", "n_points": 64}})
+    for name, problem in (("line", one), ("plane", two)):
+        risk = np.array([decaying(2.0, 0.05), decaying(1.0, 1e-12), decaying(4.0, 0.2)])
+        risk, status = with_divergence(risk, 2, 9) if name == "line" else (risk, np.full(3, FINISHED))
+        datasets[(name, "gf")] = trajectory(problem, risk, status=status, seed=len(name))
+        cases.append({"case": name, "label": name, "problem": problem, "flows": {"gf": flow_settings()}})
+    return spec_of("explore", cases), datasets, 1
+
+
 CASES = {
     "jr_bounded_critical": bounded_critical_case,
     "jr_affine_small_risk": affine_case,
     "jr_single_neuron": single_neuron_case,
     "ejrw_normalized_bounded": ejrw_case,
     "gd_vs_gf": gd_case,
+    "explore": explore_case,
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from reluflow.model.validation import check_mapping, fail, real, subkey, whole_number
 
-__all__ = ["Limits", "parse_limits", "simulate_job_bytes", "check_resources", "machine_memory_bytes"]
+__all__ = ["Limits", "parse_limits", "simulate_job_bytes", "case_job_bytes", "check_resources", "machine_memory_bytes"]
 
 #: most simulate jobs a configuration may ask for: Snakemake builds its DAG job by job (measured: about a
 #: millisecond per job), so 20,000 jobs take tens of seconds to plan; beyond that, larger batches are the fix
@@ -73,6 +73,16 @@ def simulate_job_bytes(runs: int, n_params: int, n_saves: int) -> float:
     return float(words * _WORD)
 
 
+def case_job_bytes(case, flow, runs: int | None = None) -> float:
+    """:func:`simulate_job_bytes` of one batch job of ``case`` (a resolved
+    :class:`~reluflow.experiments.config.Case`) and one of its flows; ``runs`` defaults to a full batch."""
+    net = case.problem["network"]
+    width, d, k = net["width"], net.get("input_dim", 1), net.get("output_dim", 1)
+    if runs is None:
+        runs = min(case.batch_size, case.n_runs)
+    return simulate_job_bytes(runs, d * width + width + k * width + k, flow.save_times().size)
+
+
 def _size(nbytes: float) -> str:
     for unit, scale in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20)):
         if nbytes >= scale:
@@ -91,14 +101,13 @@ def check_resources(scenarios: Mapping[str, list], case_keys: Mapping[tuple[str,
             jobs[key] = case.n_batches * len(case.flows)
             runs = min(case.batch_size, case.n_runs)
             net = case.problem["network"]
-            width, d, k = net["width"], net.get("input_dim", 1), net.get("output_dim", 1)
-            n = d * width + width + k * width + k
+            n = (net.get("input_dim", 1) + 1 + net.get("output_dim", 1)) * net["width"] + net.get("output_dim", 1)
             for flow in case.flows:
                 saves = flow.save_times().size
-                need = simulate_job_bytes(runs, n, saves)
+                need = case_job_bytes(case, flow)
                 if need <= limits.job_memory_bytes:
                     continue
-                one_run = simulate_job_bytes(1, n, saves) > limits.job_memory_bytes
+                one_run = case_job_bytes(case, flow, runs=1) > limits.job_memory_bytes
                 fail(
                     f"{key}.problem.network.width" if one_run else f"{key}.batch_size",
                     f"a simulate job of case {case.name!r}, flow {flow.label!r} ({runs} runs of {n} parameters, "

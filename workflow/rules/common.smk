@@ -1,5 +1,6 @@
 # Configuration loading and validation, and the helpers that cut it into per-rule slices.
 import json
+import math
 
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -14,6 +15,7 @@ min_version("8.20")
 # is "<key path>: <problem>" rather than a dump of the schema.
 from reluflow.experiments.config import resolve_scenarios
 from reluflow.experiments.kinds import get_kind
+from reluflow.experiments.resources import case_job_bytes
 from reluflow.model.validation import ConfigError, check_schema
 
 with open(workflow.source_path("../schemas/config.schema.yaml")) as schema_file:
@@ -98,8 +100,11 @@ def trajectory_files(wildcards):
 
 
 def simulate_mem_mb(wildcards, attempt):
-    # theta (runs x saves x params) plus the solver's stages; generous, and doubled on a retry
-    return 1000 * attempt
+    # twice reluflow's estimate of the job's peak memory (reluflow.experiments.resources), at least 1 GB;
+    # doubled on a retry
+    case = get_case(wildcards)
+    estimate = case_job_bytes(case, case.flow(wildcards.flow))
+    return max(1000, math.ceil(2 * estimate / 2**20)) * attempt
 
 
 def simulate_runtime(wildcards, attempt):

@@ -13,8 +13,8 @@ floor); (b) ``|G(Theta_t)|``; (c) the parameter norm ``|Theta_t|``; (d) for d = 
 run against its initial risk; (e) for d = 1 the kinks ``-b_i / w_i`` of the example run over time (the
 domain shaded), otherwise each neuron's ``|u_i| = |(w_i, b_i)|``; (f) each neuron's path in the plane of the
 direction angle of ``u_i = (w_i, b_i)`` (d = 1: ``atan2(b_i, w_i)``; d > 1: the angle of ``(|w_i|, b_i)``) and
-``|V[:, i]|``, from a circle (start) to a dot (end). The example run is the one of lowest run id of the case's
-first flow.
+``|V[:, i]|``, from a circle (start) to a dot (end). The example run is the run of the case's first flow
+that ends at the lowest risk (of those, the lowest run id).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from reluflow.experiments.checks import ZERO_RISK, common_rows, fmt, fraction, verdict_row
+from reluflow.experiments.checks import ZERO_RISK, common_rows, fmt, fraction, status_name, verdict_row
 from reluflow.experiments.kinds import ScenarioKind
 from reluflow.experiments.plotting import (
     DOUBLE_COLUMN,
     RISK_FLOOR,
     floor_risk,
     format_number,
+    last_finite,
     log_axis,
     panel_title,
     stopped_run_points,
@@ -73,6 +74,15 @@ def judge(spec, datasets, table):
     return table, rows
 
 
+def example_run(summary, case: str, flow: str) -> int:
+    """The run of ``(case, flow)`` that ends at the lowest risk (ties and NaN: the lowest run id)."""
+    rows = summary[(summary["case"].astype(str) == case) & (summary["flow"].astype(str) == flow)]
+    final = rows["final_risk"].to_numpy(dtype=float)
+    final = np.where(np.isfinite(final), final, np.inf)
+    order = np.lexsort((rows["run"].to_numpy(), final))
+    return int(rows["run"].to_numpy()[order[0]])
+
+
 def _flow_colors(spec):
     labels = []
     for case in spec["cases"]:
@@ -101,17 +111,22 @@ def direction_angle(u: np.ndarray) -> np.ndarray:
 
 def _time_panels(axes, case, datasets, summary, colors):
     ax_r, ax_g, ax_n = axes
+    ends_t, ends_risk, ends_status = [], [], []
     for flow in case["flows"]:
         ds = datasets[(case["case"], flow)]
         t = ds["time"].values
         pos = t > 0
-        for run in ds["run"].values:
+        for run, status in zip(ds["run"].values, ds["status"].values):
             sel = ds.sel(run=run)
             kw = dict(color=colors[flow], lw=0.7, alpha=0.6)
             ax_r.plot(t[pos], floor_risk(sel["risk"].values[pos]), **kw)
             ax_g.plot(t[pos], np.maximum(sel["grad_norm"].values[pos], RISK_FLOOR), **kw)
             ax_n.plot(t[pos], sel["param_norm"].values[pos], **kw)
+            x, y = last_finite(t, sel["risk"].values)
+            ends_t.append(x), ends_risk.append(floor_risk([y])[0]), ends_status.append(status_name(status))
         ax_r.plot([], [], color=colors[flow], lw=1.2, label=f"{flow} ({ds.sizes['run']} runs)")
+    # runs that stopped early: a red cross (diverged) or a plus (solver gave up) at their last finite risk
+    stopped_run_points(ax_r, ends_status, ends_t, ends_risk)
     for ax, which in ((ax_r, "xy"), (ax_g, "xy"), (ax_n, "x")):
         log_axis(ax, which)
         ax.set_xlabel("flow time t")
@@ -208,7 +223,7 @@ def _neuron_panels(ax_k, ax_p, case, ds, run):
     ax_p.set_xticks([-np.pi, -np.pi / 2, 0, np.pi / 2, np.pi], [r"$-\pi$", r"$-\pi/2$", "0", r"$\pi/2$", r"$\pi$"])
     ax_p.set_xlabel(r"direction angle of $(w_i, b_i)$" if d == 1 else r"angle of $(|w_i|, b_i)$")
     ax_p.set_ylabel(r"$|V[:, i]|$")
-    panel_title(ax_p, "f", f"neuron paths, run {run} (o start)")
+    panel_title(ax_p, "f", f"neuron paths, run {run}")
 
 
 def draw(spec, datasets, summary, verdict):
@@ -220,8 +235,9 @@ def draw(spec, datasets, summary, verdict):
         block.suptitle(case.get("label", case["case"]), fontsize=8, fontweight="bold", x=0.01, ha="left")
         axes = block.subplots(2, 3)
         _time_panels(axes[0], case, datasets, summary, colors)
-        first = datasets[(case["case"], next(iter(case["flows"])))]
-        run = int(first["run"].values.min())
+        flow = next(iter(case["flows"]))
+        first = datasets[(case["case"], flow)]
+        run = example_run(summary, case["case"], flow)
         _realization_panel(axes[1, 0], block, case, first, run, summary)
         _neuron_panels(axes[1, 1], axes[1, 2], case, first, run)
     return fig
@@ -229,7 +245,7 @@ def draw(spec, datasets, summary, verdict):
 
 CAPTION = """**Exploration (no theorem is claimed).** For each case: (a) the risk, (b) the generalized gradient norm
 ``|G|`` and (c) the parameter norm of every run against flow time, coloured by flow; (d) the realization of
-the case's example run (lowest run id of its first flow) at four flow times against the target (d = 1), or
+the case's example run (the run of its first flow that ends at the lowest risk) at four flow times against the target (d = 1), or
 the error of its final state over the square (d = 2); (e) that run's kinks ``-b_i/w_i`` over time, the domain
 shaded (d = 1), or its inner norms ``|(w_i, b_i)|``; (f) each neuron's path in the plane of the direction
 angle of ``(w_i, b_i)`` and the outer weight ``|V[:, i]|``, open circle at the start, dot at the end. The
