@@ -28,6 +28,7 @@ from reluflow.kernels.gaussian import (
     GL_WEIGHTS,
     INV_FOUR_PI,
     INV_SQRT_2PI,
+    PARALLEL_R,
     SQRT1_2,
     SQRT_2PI,
     TWO_PI,
@@ -205,7 +206,7 @@ def _pairs(d, e, s, h, constant, Phi, PhiC, phi, psi, R0, half_nodes, weights, j
             Phip, Phiq = Phi[p], Phi[q]
             if constant[p] or constant[q]:
                 kd = CONSTANT
-            elif r > 0.0:
+            elif r > PARALLEL_R:
                 kd = GENERIC
             elif positive:
                 kd = PARALLEL
