@@ -569,7 +569,7 @@ def neurons(theta2d: np.ndarray, d: int, H: int, k: int, prep: Prepared) -> Neur
 class Pairs(NamedTuple):
     """Per-run pair quantities over all ``(p, q)`` in ``N x N`` (module docstring)."""
 
-    P: np.ndarray  # E[1_p 1_q]
+    P: np.ndarray  # E[1_p 1_q] (exactly symmetric)
     M1: np.ndarray  # E[1_p relu_q]
     K: np.ndarray  # E[relu_p relu_q] (exactly symmetric)
     CR: np.ndarray  # E[relu_q | z_p = 0] (0 when p is constant)
@@ -634,8 +634,11 @@ def pairs(nr: Neurons, jacobian: bool = False) -> Pairs:
     t_qp = np.where(gen, c_qp / r_safe, 0.0)
     Phi_tpq, Phi_tqp = normal_cdf(t_pq), normal_cdf(t_qp)
     phi_tpq = normal_pdf(t_pq)
+    upper = np.triu(np.ones((N, N), dtype=bool))
     P_gen = np.zeros((M, N, N))
-    P_gen[gen] = bivariate_normal_upper((-np.broadcast_to(hp, gen.shape))[gen], (-np.broadcast_to(hq, gen.shape))[gen], rho[gen], omr[gen], opr[gen])
+    once = gen & upper  # P is symmetric: evaluated for p <= q, mirrored
+    P_gen[once] = bivariate_normal_upper((-np.broadcast_to(hp, gen.shape))[once], (-np.broadcast_to(hq, gen.shape))[once], rho[once], omr[once], opr[once])
+    P_gen = np.where(upper, P_gen, np.swapaxes(P_gen, 1, 2))
 
     # parallel: A = {X > -m}, m = min(h_p, h_q); anti-parallel: A = {-h_p < X < h_q}
     p_is_min = hp <= hq
@@ -664,7 +667,6 @@ def pairs(nr: Neurons, jacobian: bool = False) -> Pairs:
             np.where(anti, np.where(nonempty, sp * sq * ((hp * hq - 1.0) * P + hq * phip + hp * phiq), 0.0), P_(nr.R0) * Q_(nr.R0)),
         ),
     )
-    upper = np.triu(np.ones((N, N), dtype=bool))
     K = np.where(upper, K, np.swapaxes(K, 1, 2))  # exactly symmetric: the upper triangle, mirrored
     CR = np.where(
         gen,

@@ -175,7 +175,7 @@ def _neurons(theta, d, H, k, L, mean, teacher_a, teacher_beta, TV, gamma0, a, be
 @njit(cache=True, error_model="numpy")
 def _pairs(d, e, s, h, constant, Phi, PhiC, phi, psi, R0, half_nodes, weights, jacobian,
            P, M1, K, CR, Dn, kind, pos, omr_a, opr_a, mu_p, mu_q, nu_p, nu_q, lam, Phi_t, phi_t_over_r):  # fmt: skip
-    """Fill the pair arrays of one run (``gaussian.pairs``); ``K`` for ``p <= q`` then mirrored."""
+    """Fill the pair arrays of one run (``gaussian.pairs``); ``K`` and the generic ``P`` for ``p <= q``, mirrored."""
     N = s.shape[0]
     for p in range(N):
         for q in range(N):
@@ -227,7 +227,8 @@ def _pairs(d, e, s, h, constant, Phi, PhiC, phi, psi, R0, half_nodes, weights, j
                 Phi_tpq = ncdf(t_pq)
                 Phi_tqp = ncdf(t_qp)
                 phi_tpq = npdf(t_pq)
-                pp = bivariate_normal_upper(-hp, -hq, rho, omr, opr, half_nodes, weights)
+                # P is symmetric: evaluated for p <= q (the loops reach (q, p) first when q < p)
+                pp = bivariate_normal_upper(-hp, -hq, rho, omr, opr, half_nodes, weights) if p <= q else P[q, p]
                 P[p, q] = pp
                 M1[p, q] = sq * (rho * phip * Phi_tpq + phiq * Phi_tqp + hq * pp)
                 if p <= q:
