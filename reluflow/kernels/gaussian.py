@@ -444,11 +444,12 @@ def bivariate_normal_upper(h, k, rho, one_minus_rho=None, one_plus_rho=None) -> 
     opr = (1.0 + rho) if one_plus_rho is None else np.broadcast_to(np.asarray(one_plus_rho, dtype=float), shape).reshape(-1)
     out = np.empty(h.shape)
     low = np.abs(rho) < BVN_SWITCH
-    if np.any(low):
-        out[low] = _bvn_low(h[low], k[low], rho[low])
-    high = ~low
-    if np.any(high):
-        out[high] = _bvn_high(h[high], k[high], rho[high], omr[high], opr[high])
+    with np.errstate(over="ignore"):  # exponents may overflow to -inf: exp takes its exact limit 0
+        if np.any(low):
+            out[low] = _bvn_low(h[low], k[low], rho[low])
+        high = ~low
+        if np.any(high):
+            out[high] = _bvn_high(h[high], k[high], rho[high], omr[high], opr[high])
     return out.reshape(shape)
 
 
@@ -809,8 +810,9 @@ def risk_and_gradient(theta, d: int, H: int, k: int, mean, cov, target: Gaussian
     of ``theta``. Formulas and accuracy: module docstring. ``ValueError`` names a bad argument.
     """
     theta2d, batch, prep = check_inputs(theta, d, H, k, mean, cov, target)
-    nr = neurons(theta2d, d, H, k, prep)
-    pr = pairs(nr)
+    with np.errstate(over="ignore"):  # t_pq = c / r may overflow to +-inf for r near 1e-150: Phi, phi take their limits
+        nr = neurons(theta2d, d, H, k, prep)
+        pr = pairs(nr)
     risk, sm = sums(nr, pr, prep, H)
     grad = _gradient(theta2d, d, H, k, prep, nr, sm)
     return risk.reshape(batch), grad.reshape(batch + (theta2d.shape[1],))
@@ -974,7 +976,8 @@ def gradient_jacobian(theta, d: int, H: int, k: int, mean, cov, target: Gaussian
     """
     theta2d, batch, prep = check_inputs(theta, d, H, k, mean, cov, target)
     nr = neurons(theta2d, d, H, k, prep)
-    pr = pairs(nr, jacobian=True)
+    with np.errstate(over="ignore"):  # as in risk_and_gradient
+        pr = pairs(nr, jacobian=True)
     _, sm = sums(nr, pr, prep, H)
     J = _unwhiten_jacobian(whitened_jacobian(theta2d, d, H, k, prep, nr, pr, sm), d, H, prep)
     n = theta2d.shape[1]
