@@ -28,7 +28,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from reluflow.kernels import discrete
-from reluflow.model.measures import DiscreteMeasure, discrete_measure, parse_measure, piecewise_table
+from reluflow.model.measures import (
+    DensityMeasure,
+    DiscreteMeasure,
+    discrete_measure,
+    parse_measure,
+    piecewise_table,
+)
 from reluflow.model.network import ParameterLayout, check_theta
 from reluflow.model.network import realization as network_realization
 from reluflow.model.targets import Target, parse_target
@@ -72,16 +78,21 @@ class Problem:
     in MATH.md section 1 (:mod:`reluflow.model.network`); results keep the batch shape.
     """
 
-    def __init__(self, config: dict, target: Target, table, measure: DiscreteMeasure | None, backend: str = "numba"):
+    def __init__(self, config: dict, target: Target, table, measure: DiscreteMeasure | None, backend: str = "numba",
+                 gaussian=None, domain: tuple[float, float] | None = None):
         self._config = config
         self._target = target
         self.table = table
         self.discrete_measure = measure
+        #: ``(GaussianMeasure, GaussianTarget)`` of a gaussian input law, else None
+        self.gaussian = gaussian
         network = config["network"]
         self.input_dim = int(network["input_dim"])
         self.width = int(network["width"])
         self.output_dim = int(network["output_dim"])
-        self.domain = (float(config["domain"][0]), float(config["domain"][1]))
+        if domain is None:
+            domain = (float(config["domain"][0]), float(config["domain"][1]))
+        self.domain = domain
         self.layout = ParameterLayout(self.input_dim, self.width, self.output_dim)
         self.n_params = self.layout.n_params
         self.backend = backend
@@ -107,18 +118,42 @@ class Problem:
         check_mapping("", mapping, required={"network", "target"}, optional={"domain", "measure"})
         network = _parse_network(mapping["network"])
         d, k = network["input_dim"], network["output_dim"]
+        if "measure" not in mapping and d > 1:
+            fail("measure", f"is required for input_dim = {d} > 1 (gaussian, or a discrete measure: qmc, "
+                            f"gauss_legendre or data)")
+        raw_measure = mapping.get("measure", {"kind": "uniform"})
+        if isinstance(raw_measure, Mapping) and raw_measure.get("kind") == "gaussian":
+            return cls._gaussian(mapping, network, raw_measure, backend)
         domain = _parse_domain(mapping.get("domain", [0.0, 1.0]))
         target, target_config = parse_target(mapping["target"], "target", d, domain)
         if target.output_dim != k:
             fail("target", f"has {target.output_dim} output(s) but network.output_dim = {k}")
-        if "measure" not in mapping and d > 1:
-            fail("measure", f"is required for input_dim = {d} > 1 (a discrete measure: qmc, gauss_legendre or data)")
-        measure_config, density = parse_measure(mapping.get("measure", {"kind": "uniform"}), "measure", d, domain)
+        measure_config, law = parse_measure(raw_measure, "measure", d, domain)
         config = {"network": network, "domain": list(domain), "target": target_config, "measure": measure_config}
         # everything is validated: now the work (tables, points, target values)
-        if density is not None:
-            return cls(config, target, piecewise_table(target, density, domain), None, backend)
+        if isinstance(law, DensityMeasure):
+            return cls(config, target, piecewise_table(target, law, domain), None, backend)
         return cls(config, target, None, discrete_measure(measure_config, d, domain), backend)
+
+    @classmethod
+    def _gaussian(cls, mapping: Mapping, network: dict, raw_measure: Mapping, backend: str) -> "Problem":
+        """A problem under ``N(mean, covariance)`` on ``R^d``: no domain; the risk, ``G`` and the Jacobian of the
+        Gaussian kernels (:mod:`reluflow.kernels.gaussian`). ``domain`` is then the window ``mean_j +- 4 sigma_j``
+        (over the coordinates ``j``) in which figures draw the realization."""
+        from reluflow.kernels.gaussian import target_terms
+
+        if "domain" in mapping:
+            fail("domain", "is not used by a gaussian input law (its support is all of R^d): remove it")
+        d, k = network["input_dim"], network["output_dim"]
+        measure_config, law = parse_measure(raw_measure, "measure", d, (0.0, 1.0))
+        sigma = np.sqrt(np.diag(law.covariance))
+        window = (float(np.min(law.mean - 4 * sigma)), float(np.max(law.mean + 4 * sigma)))
+        target, target_config = parse_target(mapping["target"], "target", d, window)
+        if target.output_dim != k:
+            fail("target", f"has {target.output_dim} output(s) but network.output_dim = {k}")
+        terms = target_terms(target, "target")
+        config = {"network": network, "target": target_config, "measure": measure_config}
+        return cls(config, target, None, None, backend, gaussian=(law, terms), domain=window)
 
     @property
     def config(self) -> dict:
@@ -137,8 +172,9 @@ class Problem:
 
     def __repr__(self) -> str:
         c = self._config
+        where = f"domain={list(self.domain)}" if "domain" in c else "R^d"
         return (
-            f"Problem(d={self.input_dim}, H={self.width}, k={self.output_dim}, domain={list(self.domain)}, "
+            f"Problem(d={self.input_dim}, H={self.width}, k={self.output_dim}, {where}, "
             f"target={c['target']['kind']!r}, measure={c['measure']['kind']!r})"
         )
 
@@ -210,6 +246,10 @@ class Problem:
             return np.empty(batch), np.empty(batch + (self.n_params,))
         if self.table is not None:
             risk, grad = self._exact_kernel()(flat, self.table, self.width)
+        elif self.gaussian is not None:
+            law, terms = self.gaussian
+            risk, grad = self._gaussian_kernel().risk_and_gradient(
+                flat, self.input_dim, self.width, self.output_dim, law.mean, law.covariance, terms)
         else:
             measure = self.discrete_measure
             risk, grad = discrete.risk_and_gradient(flat, measure.points, measure.weights, self._target_values, self.width)
@@ -217,10 +257,18 @@ class Problem:
         grad = np.asarray(grad, dtype=float).reshape(batch + (self.n_params,))
         return risk, grad
 
+    def _gaussian_kernel(self):
+        """The Gaussian-input kernel module of the chosen backend."""
+        if self._backend == "numba":
+            from reluflow.kernels import gaussian_numba as kernel
+        else:
+            from reluflow.kernels import gaussian as kernel
+        return kernel
+
     @property
     def has_jacobian(self) -> bool:
-        """Whether :meth:`gradient_jacobian` is available (d = 1 laws with a density)."""
-        return self.table is not None
+        """Whether :meth:`gradient_jacobian` is available (d = 1 laws with a density, gaussian laws)."""
+        return self.table is not None or self.gaussian is not None
 
     def gradient_jacobian(self, theta) -> np.ndarray:
         """``dG/dtheta`` (the Hessian of the risk where it exists), shape ``batch + (n_params, n_params)``.
@@ -228,16 +276,21 @@ class Problem:
         Exact for d = 1 laws with a density, including the terms from kinks that move with the
         parameters (:mod:`reluflow.kernels.jacobian1d`); used by the stiff solvers.
         """
-        if self.table is None:
-            raise ValueError("gradient_jacobian: only available for d = 1 input laws with a density")
-        from reluflow.kernels.jacobian1d import gradient_jacobian
-
+        if not self.has_jacobian:
+            raise ValueError("gradient_jacobian: only available for d = 1 input laws with a density and gaussian laws")
         theta = check_theta(theta, self.n_params)
         batch = theta.shape[:-1]
         flat = np.ascontiguousarray(theta.reshape(-1, self.n_params))
         if flat.shape[0] == 0:
             return np.empty(batch + (self.n_params, self.n_params))
-        jac = gradient_jacobian(flat, self.table, self.width, backend=self._backend)
+        if self.gaussian is not None:
+            law, terms = self.gaussian
+            jac = self._gaussian_kernel().gradient_jacobian(
+                flat, self.input_dim, self.width, self.output_dim, law.mean, law.covariance, terms)
+        else:
+            from reluflow.kernels.jacobian1d import gradient_jacobian
+
+            jac = gradient_jacobian(flat, self.table, self.width, backend=self._backend)
         return np.asarray(jac, dtype=float).reshape(batch + (self.n_params, self.n_params))
 
     def risk(self, theta) -> np.ndarray:

@@ -31,7 +31,8 @@ kernel up to ``|H r_i| <= |G(theta*)|``.
 
 **The Hessian used.** For ``d = 1`` with a density, the exact Jacobian of ``G``
 (:meth:`~reluflow.problem.Problem.gradient_jacobian`, :mod:`reluflow.kernels.jacobian1d`): the Hessian of ``L``
-wherever it exists, exactly symmetric, entries accurate to a few ulps of its scale. For discrete measures
+wherever it exists, exactly symmetric, entries accurate to a few ulps of its scale; for a gaussian law the
+exact Jacobian of :mod:`reluflow.kernels.gaussian` likewise. For discrete measures
 (any ``d``) ``L`` is a polynomial of degree 4 in ``theta`` wherever no kink passes through a data point, and the
 Hessian is central differences of ``G`` with steps ``h_j = FD_STEP max(1, |theta_j|)``, ``FD_STEP = eps^(1/3)``
 (``G`` is cubic there: truncation ``h^2 |G'''| / 6`` balances cancellation ``eps |G| / h`` at ``~1e-10`` of the
@@ -51,6 +52,8 @@ its active set, whose boundary, the kink ``{x : w_i . x + b_i = 0}``, moves with
 - discrete measures: ``G`` itself jumps when a kink crosses a data point ``x_p`` of positive weight. A neuron is
   on ``x_p`` if ``|w_i . x_p + b_i| <= 2 max(h_{b_i}, max_j h_{W_ij} |x_pj|)``: a step of the difference stencil
   (factor 2 for the rounding of the preactivation) could reach the kink.
+- a gaussian law: coinciding kink hyperplanes of two neurons (``G`` is C^1 but not C^2 there), that is unit
+  vectors ``u_i / |u_i|`` equal up to sign to ``1 - KINK_RTOL^2`` in ``|cos|``.
 - both: ``w_i = 0`` and ``b_i = 0`` (the kink is undefined; ``V_i relu(w_i . x + b_i)`` is positively
   homogeneous of degree 2 near there, not quadratic). ``w_i = 0 != b_i`` is smooth: the neuron is constant on
   a neighbourhood (its kink is at infinity). A neuron with ``(w_i, b_i) != 0``, however small, is smooth too: the
@@ -208,6 +211,17 @@ def nonsmooth_points(problem, theta: np.ndarray) -> np.ndarray:
         gap = np.abs(w[:, :, None] * s + b[:, :, None])  # (M, H, S)
         on_point = np.any(gap <= KINK_RTOL * (b_end - a) * np.abs(w)[:, :, None], axis=(1, 2))
         return undefined | on_point
+    if problem.gaussian is not None:
+        # a gaussian law has a smooth density on all of R^d: the Hessian exists unless two neurons' kink
+        # hyperplanes coincide (G is then C^1 but not C^2, reluflow.kernels.gaussian), which is when their unit
+        # vectors u_i / |u_i| agree up to a sign (parallel or anti-parallel hyperplanes with the same offset)
+        u = np.concatenate([W, b[:, :, None]], axis=2)
+        norms = np.sqrt(np.sum(u * u, axis=2))
+        unit = np.divide(u, norms[:, :, None], out=np.zeros_like(u), where=norms[:, :, None] > 0)
+        cosine = np.abs(np.sum(unit[:, :, None, :] * unit[:, None, :, :], axis=3))  # (M, H, H)
+        live = (norms > 0)[:, :, None] & (norms > 0)[:, None, :] & ~np.eye(h, dtype=bool)[None]
+        coincide = np.any(live & (cosine >= 1.0 - KINK_RTOL**2), axis=(1, 2))
+        return undefined | coincide
     measure = problem.discrete_measure
     points = measure.points[measure.weights > 0]  # (P, d)
     on_point = np.zeros(theta.shape[0], dtype=bool)

@@ -85,6 +85,7 @@ from scipy.special import erfc
 from reluflow.model.network import check_theta, n_params, unpack
 
 __all__ = [
+    "target_terms",
     "GaussianTarget",
     "Prepared",
     "bivariate_normal_upper",
@@ -300,6 +301,64 @@ def cholesky(cov: np.ndarray) -> np.ndarray:
             else:
                 L[i, j] = acc / L[j, j]
     return L
+
+
+def target_terms(target, key: str = "target") -> GaussianTarget:
+    """The canonical form of a model target (:mod:`reluflow.model.targets`): ``affine``, ``polynomial`` of
+    degree <= 2, ``relu_network``, and their ``sum``/``stack``. Any other kind has no closed-form Gaussian
+    expectation here: :class:`~reluflow.model.validation.ConfigError` naming ``key``."""
+    from reluflow.model import targets as T
+    from reluflow.model.validation import fail
+
+    d, k = target.input_dim, target.output_dim
+    Q, A, c0 = np.zeros((k, d, d)), np.zeros((k, d)), np.zeros(k)
+    teachers = []
+
+    def add(node, rows, path):
+        nonlocal Q, A, c0
+        if isinstance(node, T.Affine):
+            A[rows] += node.slope
+            c0[rows] += node.intercept
+        elif isinstance(node, T.Polynomial) and node.degree <= 2:  # d = 1, increasing powers
+            coefficients = np.zeros((node.output_dim, 3))
+            coefficients[:, : node.coefficients.shape[1]] = node.coefficients
+            c0[rows] += coefficients[:, 0]
+            A[rows, 0] += coefficients[:, 1]
+            Q[rows, 0, 0] += coefficients[:, 2]
+        elif isinstance(node, T.PolynomialTerms) and node.degree <= 2:
+            for powers, coefficient in zip(node.powers, node.coefficients):
+                nonzero = np.flatnonzero(powers)
+                if powers.sum() == 0:
+                    c0[rows] += coefficient
+                elif powers.sum() == 1:
+                    A[rows, nonzero[0]] += coefficient
+                elif nonzero.size == 1:  # x_j^2
+                    Q[rows, nonzero[0], nonzero[0]] += coefficient
+                else:  # x_i x_j, i != j: split over the two symmetric entries
+                    i, j = nonzero
+                    Q[rows, i, j] += 0.5 * coefficient
+                    Q[rows, j, i] += 0.5 * coefficient
+        elif isinstance(node, T.ReluNetwork):
+            V = np.zeros((k, node.width))
+            V[rows] = node.V
+            teachers.append((node.W, node.b, V))
+            c0[rows] += node.c
+        elif isinstance(node, T.Sum):
+            for t, term in enumerate(node.terms):
+                add(term, rows, f"{path}.terms[{t}]")
+        elif isinstance(node, T.Stack):
+            for m, component in enumerate(node.components):
+                add(component, [rows[m]], f"{path}.components[{m}]")
+        else:
+            fail(f"{path}.kind", f"{node.kind!r} (degree {node.degree}) has no exact expectation under a gaussian "
+                                 f"input law; use affine, polynomial of degree <= 2, relu_network or their sum")
+
+    add(target, list(range(k)), key)
+    if teachers:
+        teacher = tuple(np.concatenate(parts, axis=-1 if i == 2 else 0) for i, parts in enumerate(zip(*teachers)))
+    else:
+        teacher = None
+    return GaussianTarget.from_pieces(d, k, quadratic=Q, linear=A, constant=c0, teacher=teacher)
 
 
 def check_inputs(theta, d, H, k, mean, cov, target):

@@ -14,6 +14,11 @@ Kinds (``measure.kind``):
   A density must be non-negative and integrate to one; both are checked exactly from the polynomial
   (see :func:`check_density`).
 
+- ``gaussian`` (any d): ``N(mean, covariance)`` on all of ``R^d`` (defaults: mean 0, covariance the identity;
+  the covariance must be symmetric and positive definite). It has no domain: a configuration that gives
+  ``domain`` with it is refused (the domain would be silently ignored). The risk is exact for targets
+  ``affine``, ``polynomial`` of degree <= 2, ``relu_network`` and their sums (:mod:`reluflow.kernels.gaussian`).
+
 - discrete measures (any d, also d = 1), ``mu = sum_p weights[p] delta_{points[p]}``:
 
   - ``qmc``: ``n_points`` points of a scipy.stats.qmc ``method`` (``"sobol"`` default or ``"halton"``)
@@ -58,7 +63,9 @@ from reluflow.model.validation import (
 
 DENSITY_KINDS = ("uniform", "triangular", "piecewise_polynomial")
 DISCRETE_KINDS = ("qmc", "gauss_legendre", "data")
-KINDS = DENSITY_KINDS + DISCRETE_KINDS
+#: input laws on all of R^d (no domain)
+UNBOUNDED_KINDS = ("gaussian",)
+KINDS = DENSITY_KINDS + DISCRETE_KINDS + UNBOUNDED_KINDS
 QMC_METHODS = ("sobol", "halton")
 
 #: caps on the number of points of generated discrete measures (memory of one evaluation ~ M P H floats)
@@ -100,6 +107,15 @@ def _polyval_rows(coefficients: np.ndarray, x: np.ndarray) -> np.ndarray:
     for q in range(coefficients.shape[-1] - 1, -1, -1):
         out = out * x + coefficients[..., q]
     return out
+
+
+@dataclass(frozen=True)
+class GaussianMeasure:
+    """The normal law ``N(mean, covariance)`` on ``R^d`` (covariance symmetric positive definite)."""
+
+    kind: str
+    mean: np.ndarray
+    covariance: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -177,15 +193,20 @@ _KEYS = {
     "qmc": ({"n_points"}, {"method", "seed", "scrambled"}),
     "gauss_legendre": ({"n_per_dim"}, set()),
     "data": ({"points"}, {"weights"}),
+    "gaussian": (set(), {"mean", "covariance"}),
 }
 
+#: symmetry of a covariance matrix: |C - C^T| <= this times max |C| (the rounding of numbers as written)
+SYMMETRY_RTOL = 1e-12
 
-def parse_measure(raw: Any, key: str, input_dim: int, domain: tuple[float, float]) -> tuple[dict, DensityMeasure | None]:
+
+def parse_measure(raw: Any, key: str, input_dim: int, domain: tuple[float, float]):
     """Validate the measure mapping ``raw`` at key path ``key`` for inputs in ``[a, b]^input_dim``.
 
-    Returns ``(normalized, density)``: the JSON-ready mapping with defaults filled in, and for the density
-    kinds the :class:`DensityMeasure` (``None`` for discrete kinds, whose points
-    :func:`discrete_measure` generates from ``normalized``). Nothing expensive happens here.
+    Returns ``(normalized, law)``: the JSON-ready mapping with defaults filled in, and the
+    :class:`DensityMeasure` of a density kind, the :class:`GaussianMeasure` of ``gaussian`` (``domain`` unused),
+    or ``None`` for discrete kinds (whose points :func:`discrete_measure` generates from ``normalized``).
+    Nothing expensive happens here.
     """
     kind = check_kind(key, raw, KINDS)
     if input_dim > 1 and kind in DENSITY_KINDS:
@@ -196,6 +217,8 @@ def parse_measure(raw: Any, key: str, input_dim: int, domain: tuple[float, float
         )
     required, optional = _KEYS[kind]
     check_mapping(key, raw, required={"kind"} | required, optional=optional)
+    if kind == "gaussian":
+        return _parse_gaussian(raw, key, input_dim)
     a, b = domain
     if kind == "uniform":
         knots, coefficients = _uniform(a, b)
@@ -212,6 +235,24 @@ def parse_measure(raw: Any, key: str, input_dim: int, domain: tuple[float, float
         return _PARSE_DISCRETE[kind](raw, key, input_dim, a, b), None
     check_density(key, knots, coefficients)
     return normalized, DensityMeasure(kind=kind, knots=knots, coefficients=coefficients)
+
+
+def _parse_gaussian(raw, key, d):
+    mkey, ckey = subkey(key, "mean"), subkey(key, "covariance")
+    mean = real_array(mkey, raw.get("mean", [0.0] * d), ndim={0, 1}).reshape(-1)
+    if mean.shape != (d,):
+        fail(mkey, f"must be a list of input_dim = {d} numbers, got {raw.get('mean')!r}")
+    covariance = real_array(ckey, raw.get("covariance", np.eye(d).tolist()), ndim={0, 2})
+    covariance = covariance.reshape(1, 1) if covariance.ndim == 0 else covariance
+    if covariance.shape != (d, d):
+        fail(ckey, f"must be a {d} x {d} matrix, got shape {covariance.shape}")
+    if np.max(np.abs(covariance - covariance.T)) > SYMMETRY_RTOL * np.max(np.abs(covariance)):
+        fail(ckey, "must be symmetric")
+    eigenvalues = np.linalg.eigvalsh(0.5 * (covariance + covariance.T))
+    if not eigenvalues[0] > 0:
+        fail(ckey, f"must be positive definite, but its smallest eigenvalue is {eigenvalues[0]!r}")
+    normalized = {"kind": "gaussian", "mean": to_json(mean), "covariance": to_json(covariance)}
+    return normalized, GaussianMeasure(kind="gaussian", mean=mean, covariance=covariance)
 
 
 def _parse_piecewise_polynomial(raw, key, a, b):

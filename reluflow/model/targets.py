@@ -7,8 +7,10 @@ Kinds (``target.kind``), with ``x`` the input (a number for ``d = 1``); "d = 1" 
   number (broadcast to every output) or a list of length k; default 0.
 - ``piecewise_linear`` (d = 1): linear interpolation of ``values`` ((K,) or (K, k)) at strictly increasing
   ``knots`` (K >= 2), which must span ``[a, b]``; constant beyond the end knots.
-- ``polynomial`` (d = 1): ``f(x) = sum_p coefficients[p] x**p`` (increasing powers); for k > 1 a list of
-  k coefficient lists (they may have different lengths).
+- ``polynomial``: in d = 1 ``f(x) = sum_p coefficients[p] x**p`` (increasing powers; for k > 1 a list of k
+  coefficient lists, which may have different lengths); in any d (d = 1 too) ``terms``, a list of monomials
+  ``{powers: [p_1, ..., p_d], coefficient: c}`` (``c`` a number, or a list of k numbers, one per output):
+  ``f(x) = sum_t c_t x_1^{p_1} ... x_d^{p_d}``. Give either ``coefficients`` or ``terms``.
 - ``abs`` (d = 1): ``scale * |x - center|`` (defaults ``scale = 1``, ``center = 0``).
 - ``hat`` (d = 1): ``height * max(0, 1 - |x - center| / half_width)`` (``height`` default 1).
 - ``sine`` (any d): ``amplitude * sin(frequency . x + phase)``, ``frequency`` angular (a number for d = 1,
@@ -54,8 +56,8 @@ from reluflow.model.validation import (
 )
 
 #: target kinds defined for every input dimension; the others exist only for d = 1
-ANY_DIMENSION_KINDS = ("affine", "sine", "relu_network", "sum", "stack")
-ONE_DIMENSION_KINDS = ("piecewise_linear", "polynomial", "abs", "hat", "sawtooth")
+ANY_DIMENSION_KINDS = ("affine", "polynomial", "sine", "relu_network", "sum", "stack")
+ONE_DIMENSION_KINDS = ("piecewise_linear", "abs", "hat", "sawtooth")
 KINDS = ("affine", "piecewise_linear", "polynomial", "abs", "hat", "sine", "sawtooth", "relu_network", "sum", "stack")
 
 #: at most this many pieces from one target on [a, b] (sawtooth kinks, or |omega| (b - a) for a sine,
@@ -160,6 +162,29 @@ class Polynomial(Target):
 
     def poly_on(self, lo, hi):
         return self.coefficients.copy()
+
+
+class PolynomialTerms(Target):
+    """``f_m(x) = sum_t coefficients[t, m] prod_j x_j ** powers[t, j]``: a polynomial in any dimension."""
+
+    kind = "polynomial"
+
+    def __init__(self, powers: np.ndarray, coefficients: np.ndarray):
+        self.powers = powers  # (T, d) non-negative integers
+        self.coefficients = coefficients  # (T, k)
+        self.input_dim = powers.shape[1]
+        self.output_dim = coefficients.shape[1]
+        self.degree = int(np.max(np.sum(powers, axis=1))) if powers.shape[0] else 0
+
+    def evaluate(self, x):
+        out = np.zeros((x.shape[0], self.output_dim))
+        for powers, coefficient in zip(self.powers, self.coefficients):
+            monomial = np.ones(x.shape[0])
+            for j, p in enumerate(powers):
+                if p:
+                    monomial = monomial * x[:, j] ** int(p)
+            out = out + monomial[:, None] * coefficient
+        return out
 
 
 class Abs(Target):
@@ -346,7 +371,7 @@ class Stack(Target):
 _KEYS = {
     "affine": ({"slope"}, {"intercept"}),
     "piecewise_linear": ({"knots", "values"}, set()),
-    "polynomial": ({"coefficients"}, set()),
+    "polynomial": (set(), {"coefficients", "terms"}),
     "abs": (set(), {"scale", "center"}),
     "hat": ({"center", "half_width"}, {"height"}),
     "sine": ({"frequency"}, {"amplitude", "phase"}),
@@ -433,7 +458,13 @@ def _parse_piecewise_linear(raw, key, d, a, b):
 
 
 def _parse_polynomial(raw, key, d, a, b):
+    if ("coefficients" in raw) == ("terms" in raw):
+        fail(key, "give either coefficients (d = 1: increasing powers of x) or terms (any d: monomials)")
+    if "terms" in raw:
+        return _parse_polynomial_terms(raw, key, d)
     pkey = subkey(key, "coefficients")
+    if d != 1:
+        fail(pkey, f"is for input_dim = 1; for input_dim = {d} give terms: [{{powers: [...], coefficient: c}}, ...]")
     coefficients = raw["coefficients"]
     if not isinstance(coefficients, (list, tuple, np.ndarray)) or len(coefficients) == 0:
         fail(pkey, f"must be a non-empty list of numbers (or of lists, one per output), got {coefficients!r}")
@@ -451,6 +482,35 @@ def _parse_polynomial(raw, key, d, a, b):
     for m, row in enumerate(rows):
         matrix[m, : row.shape[0]] = row
     return Polynomial(matrix), {"kind": "polynomial", "coefficients": normalized_value}
+
+
+def _parse_polynomial_terms(raw, key, d):
+    tkey = subkey(key, "terms")
+    terms = raw["terms"]
+    if not isinstance(terms, (list, tuple)) or not terms:
+        fail(tkey, f"must be a non-empty list of {{powers: [...], coefficient: c}}, got {terms!r}")
+    powers, coefficients = [], []
+    for t, term in enumerate(terms):
+        ikey = subkey(tkey, t)
+        check_mapping(ikey, term, required={"powers", "coefficient"})
+        p = real_array(subkey(ikey, "powers"), term["powers"], ndim=1)
+        if p.shape[0] != d or np.any(p < 0) or np.any(p != np.round(p)):
+            fail(subkey(ikey, "powers"), f"must be {d} non-negative whole numbers (one per input), got {term['powers']!r}")
+        coefficients.append(real_array(subkey(ikey, "coefficient"), term["coefficient"], ndim={0, 1}).reshape(-1))
+        powers.append(p.astype(np.int64))
+    k = coefficients[0].shape[0]
+    for t, c in enumerate(coefficients):
+        if c.shape[0] != k or k == 0:
+            fail(subkey(subkey(tkey, t), "coefficient"), f"needs {k} value(s), one per output, like terms[0]")
+    powers, coefficients = np.array(powers), np.array(coefficients)
+    normalized = {"kind": "polynomial", "terms": [{"powers": p.tolist(), "coefficient": to_json(c if k > 1 else c[0])}
+                                                  for p, c in zip(powers, coefficients)]}
+    if d == 1:  # the piecewise form of the exact d = 1 kernels: coefficients in increasing powers
+        matrix = np.zeros((k, int(powers.max()) + 1))
+        for p, c in zip(powers[:, 0], coefficients):
+            matrix[:, p] += c
+        return Polynomial(matrix), normalized
+    return PolynomialTerms(powers, coefficients), normalized
 
 
 def _parse_abs(raw, key, d, a, b):

@@ -139,8 +139,7 @@ def _time_panels(axes, case, datasets, summary, colors):
     panel_title(ax_n, "c", "parameter norm")
 
 
-def _realization_panel(ax, fig, case, ds, run, summary):
-    problem = Problem.from_config(case["problem"])
+def _realization_panel(ax, fig, case, problem, ds, run, summary):
     a, b = problem.domain
     d = problem.input_dim
     theta = ds["theta"].sel(run=run).values
@@ -185,7 +184,7 @@ def _realization_panel(ax, fig, case, ds, run, summary):
         panel_title(ax, "d", f"final vs initial risk (d = {d})")
 
 
-def _neuron_panels(ax_k, ax_p, case, ds, run):
+def _neuron_panels(ax_k, ax_p, problem, ds, run):
     u, v = neuron_blocks(ds, run)
     t = ds["time"].values
     finite = np.all(np.isfinite(u), axis=(1, 2)) & np.all(np.isfinite(v), axis=(1, 2))
@@ -194,12 +193,12 @@ def _neuron_panels(ax_k, ax_p, case, ds, run):
     palette = sns.color_palette("husl", n_colors=max(h, 3))
     d = u.shape[2] - 1
     if d == 1:
-        a, b = case["problem"]["domain"]
+        a, b = problem.domain
         with np.errstate(divide="ignore", invalid="ignore"):
             kinks = np.where(u[..., 0] != 0, -u[..., 1] / u[..., 0], np.nan)
         for i in range(h):
             ax_k.plot(t[pos], kinks[pos, i], color=palette[i], lw=0.8)
-        ax_k.axhspan(a, b, color="0.9", zorder=0)
+        ax_k.axhspan(a, b, color="0.9", zorder=0)  # the domain, or the +-4 sigma window of a gaussian law
         margin = 0.5 * (b - a)
         ax_k.set_ylim(a - margin, b + margin)
         ax_k.set_ylabel(r"kink $-b_i / w_i$")
@@ -238,8 +237,9 @@ def draw(spec, datasets, summary, verdict):
         flow = next(iter(case["flows"]))
         first = datasets[(case["case"], flow)]
         run = example_run(summary, case["case"], flow)
-        _realization_panel(axes[1, 0], block, case, first, run, summary)
-        _neuron_panels(axes[1, 1], axes[1, 2], case, first, run)
+        problem = Problem.from_config(case["problem"])
+        _realization_panel(axes[1, 0], block, case, problem, first, run, summary)
+        _neuron_panels(axes[1, 1], axes[1, 2], problem, first, run)
     return fig
 
 
