@@ -161,6 +161,9 @@ def test_a_broken_precondition_stops_a_dry_run_naming_the_key(tmp_path):
     config = load_config()
     names = [s["name"] for s in config["scenarios"]]
     affine = config["scenarios"][names.index("jr_affine_small_risk")]
+    # a sine target with a random initialization (near_exact starts from an affine target's exact representation)
+    affine.pop("cases")
+    affine["init"] = {"scheme": "gaussian", "n_runs": 2}
     affine["problem"]["target"] = {"kind": "sine", "amplitude": 1.0, "frequency": 6.0, "phase": 0.0}
     write_config(workdir, config, "broken.yaml")
     proc = run_snakemake(workdir, "-n", configfile="config/broken.yaml", check=False)
