@@ -787,8 +787,9 @@ def _line_terms(theta, H, k, data) -> np.ndarray:
             acc[4] += gx * y
             acc[5] += gy * y
         w0, w1 = lines[:, i, 0], lines[:, i, 1]
-        factor = np.sqrt((dx[:, 0] * dx[:, 0] + dy[:, 0] * dy[:, 0]) / (w0 * w0 + w1 * w1))
-        out[:, :, i] = np.where(cut[:, i], factor * _sequential_sum(acc), 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # w = 0 only where the line is not cut
+            factor = np.sqrt((dx[:, 0] * dx[:, 0] + dy[:, 0] * dy[:, 0]) / (w0 * w0 + w1 * w1))
+            out[:, :, i] = np.where(cut[:, i], factor * _sequential_sum(acc), 0.0)
     return out
 
 
