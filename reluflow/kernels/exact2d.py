@@ -26,13 +26,14 @@ part of ``f`` are affine, so every integrand is a polynomial (times sines).
   ``S[:, i] = sum_{c in I_i} m_c``. Forming ``r`` before squaring keeps small risks resolved (as in d = 1):
   the pairwise form would expand ``|r|^2 = |N|^2 - 2 N . f + |f|^2`` into integrals over the pairwise active
   regions ``Q cap I_i cap I_j``, which cancel catastrophically when ``L << |f|^2`` (near convergence of a
-  flow, the regime of JR Theorems 1.2-1.3). It is also the better constant: random lines through the square
-  meet inside it with probability ~0.4 (``2 pi area / perimeter^2`` for two random chords of a convex set),
-  so the arrangement has ~``0.2 L_lines^2`` cells against ``H^2 / 2`` pairwise polygons, and each cell is
-  integrated once for all outputs and components. The construction costs ``O(L_lines * cells)`` side
-  tests and the gather ``O(cells * H * k)`` additions: formally ``O(H^3)``, with constants small enough that
-  up to ``H = 64`` the quadrature on the cells stays comparable (``benchmarks/bench_exact2d.py`` reports
-  the measured growth).
+  flow, the regime of JR Theorems 1.2-1.3). It is also the better constant: the arrangement has fewer
+  polygons than the ``H^2 / 2`` pairs (measured: ``0.3 L_lines^2`` cells when every line passes through a
+  uniform point of the square, ``0.05 L_lines^2`` for N(0, 1) parameters on ``[0, 1]^2``; 4 vertices per
+  cell on average), and each cell is integrated once for all outputs and components, where the pairwise
+  form integrates each pair and then sums ``H`` pairs per neuron. The construction costs
+  ``O(L_lines * cells)`` side tests and the gather ``O(cells * H * k)`` additions: formally ``O(H^3)``, with
+  small constants: at ``H = 16`` the quadrature on the cells dominates, at ``H = 64`` the cubic parts do
+  (``benchmarks/bench_exact2d.py`` reports the measured growth).
 - The Jacobian: pairwise. Its Gauss-Newton part needs ``T(i, j) = int_{I_i cap I_j} xt xt^T p`` for every
   pair; summing cell moments would cost ``O(cells * H^2) = O(H^4)``, while the ``H (H + 1) / 2`` convex
   polygons ``Q cap I_i cap I_j`` (the square clipped by two half-planes, at most 6 vertices) cost ``O(H^2)``.
@@ -187,15 +188,17 @@ def _total_degree(coefficients: np.ndarray) -> int:
 # problem data
 
 
-def _array(value, name: str, ndim: int, default_shape: tuple[int, ...]) -> np.ndarray:
-    if value is None:
-        return np.zeros(default_shape)
+def _array(value, name: str, ndim: int, empty_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``value`` as a read-only float64 array with ``ndim`` dimensions. For an optional field (``empty_shape``
+    given), ``None`` or an empty value means "no terms": zeros of ``empty_shape`` when that is empty."""
+    if value is None and empty_shape is None:
+        raise ValueError(f"{name}: required")
     try:
-        array = np.array(value, dtype=np.float64)
+        array = np.zeros(empty_shape) if value is None else np.array(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: must be an array of numbers: {err}") from None
-    if array.size == 0 and array.ndim != ndim:
-        array = array.reshape(default_shape)
+    if array.size == 0 and empty_shape is not None and 0 in empty_shape:
+        array = np.zeros(empty_shape)
     if array.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
@@ -241,10 +244,10 @@ class PlanarProblemData:
         if not (np.isfinite(a) and np.isfinite(b) and a < b):
             raise ValueError(f"domain: must satisfy a < b (finite), got {(a, b)}")
         object.__setattr__(self, "domain", (a, b))
-        density = _array(self.density, "density", 2, (1, 1))
+        density = _array(self.density, "density", 2)
         if density.shape[0] < 1 or density.shape[1] < 1:
             raise ValueError(f"density: expected shape (Qp >= 1, Sp >= 1), got {density.shape}")
-        target = _array(self.target_poly, "target_poly", 3, (1, 1, 1))
+        target = _array(self.target_poly, "target_poly", 3)
         if min(target.shape) < 1:
             raise ValueError(f"target_poly: expected shape (k >= 1, Qt >= 1, St >= 1), got {target.shape}")
         k = target.shape[0]
