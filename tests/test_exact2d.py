@@ -76,7 +76,7 @@ SPECIAL_H = 12
 
 def special_theta(data: PlanarProblemData, rng) -> np.ndarray:
     """``SPECIAL_H = 12`` neurons in every degenerate configuration (dyadic numbers: the lines are exact):
-    0, 1: through the corners (a, a), (b, a); 2: along the edge x = b, active inside; 3: along the edge
+    0, 1: through the corners (a, a), (b, a), 1 parallel to 7; 2: along the edge x = b, active inside; 3: along the edge
     y = a, active outside (never active); 4: outside the square, active everywhere; 5: w = 0 < b; 6: w = b = 0
     (dead); 7: generic; 8: the line of 7 (same orientation); 9: the line of 7 (opposite orientation);
     10: the diagonal through (a, b) and (b, a); 11: the line of the problem's first teacher neuron if it has
@@ -91,8 +91,11 @@ def special_theta(data: PlanarProblemData, rng) -> np.ndarray:
 
     W = np.zeros((H, 2))
     bias = np.zeros(H)
+    point = a + (b - a) * rng.integers(2, 7, size=2) / 8.0
+    W[7] = dyadic(2)
+    bias[7] = -(W[7] @ point)
+    W[0], W[1] = dyadic(2), 0.5 * W[7]
     for i, (cx, cy) in enumerate([(a, a), (b, a)]):
-        W[i] = dyadic(2)
         bias[i] = -(W[i, 0] * cx + W[i, 1] * cy)
     s = abs(dyadic())
     W[2], bias[2] = (-s, 0.0), s * b
@@ -101,9 +104,6 @@ def special_theta(data: PlanarProblemData, rng) -> np.ndarray:
     bias[4] = -(W[4, 0] * (a - 0.5 * (b - a)) + W[4, 1] * a)  # zero at x = a - (b - a) / 2, y = a: outside, w > 0
     W[5], bias[5] = (0.0, 0.0), 0.75
     W[6], bias[6] = (0.0, 0.0), 0.0
-    point = a + (b - a) * rng.integers(2, 7, size=2) / 8.0
-    W[7] = dyadic(2)
-    bias[7] = -(W[7] @ point)
     W[8], bias[8] = 2.0 * W[7], 2.0 * bias[7]
     W[9], bias[9] = -0.5 * W[7], -0.5 * bias[7]
     W[10] = s * np.array([1.0, 1.0]) * rng.choice([-1.0, 1.0])
@@ -756,3 +756,12 @@ def test_problem_data_evaluators():
     x = rng.uniform(-1.0, 2.0, size=(50, 2))
     assert np.allclose(data.target(x), target(data, x[:, 0], x[:, 1]), rtol=1e-14, atol=1e-13)
     assert np.allclose(data.density_at(x), density(data, x[:, 0], x[:, 1]), rtol=1e-14, atol=1e-15)
+
+
+def test_empty_batch():
+    data = problem("teacher-quadratic")
+    n = n_params(3, 1)
+    for path, rg in RG.items():
+        risk, grad = rg(np.zeros((0, n)), 3, 1, data)
+        assert risk.shape == (0,) and grad.shape == (0, n)
+        assert JAC[path](np.zeros((0, n)), 3, 1, data).shape == (0, n, n)

@@ -124,7 +124,7 @@ def _grow(vx, vy, nv, bits, rows, cols):
     nx = np.zeros((new_rows, new_cols))
     ny = np.zeros((new_rows, new_cols))
     nn = np.zeros(new_rows, np.int64)
-    nb = np.zeros((new_rows, bits.shape[1]), np.bool_)
+    nb = np.zeros((new_rows, bits.shape[1]))
     nx[: vx.shape[0], : vx.shape[1]] = vx
     ny[: vy.shape[0], : vy.shape[1]] = vy
     nn[: nv.shape[0]] = nv
@@ -210,7 +210,7 @@ def _arrangement_rows(theta, H, k, lines, tol, a, b, density, target, TV, freq, 
     vx = np.zeros((cap_cells, cap_vertices))
     vy = np.zeros((cap_cells, cap_vertices))
     nv = np.zeros(cap_cells, np.int64)
-    bits = np.zeros((cap_cells, L), np.bool_)
+    bits = np.zeros((cap_cells, L))  # 1.0 on the positive side of line j, else 0.0 (multiplied, not branched on)
     side = np.empty(cap_vertices)
     px = np.empty(2 * cap_vertices)
     py = np.empty(2 * cap_vertices)
@@ -224,6 +224,10 @@ def _arrangement_rows(theta, H, k, lines, tol, a, b, density, target, TV, freq, 
     TB = np.empty(k)
     r = np.empty(k)
     mom = np.empty((k, 3))
+    VW0 = np.empty((k, H))  # V[m, i] w_i0, V[m, i] w_i1, V[m, i] b_i
+    VW1 = np.empty((k, H))
+    VB = np.empty((k, H))
+    S_cell = np.empty((k, 3, H))  # running sums over the cells of I_i, contiguous in i
 
     for row in range(M):
         th = theta[row]
@@ -249,7 +253,7 @@ def _arrangement_rows(theta, H, k, lines, tol, a, b, density, target, TV, freq, 
                     elif s < -tj:
                         anyneg = True
                 if not (anypos and anyneg):
-                    bits[cell, j] = anypos
+                    bits[cell, j] = 1.0 if anypos else 0.0
                     continue
                 n_pos = 0
                 n_neg = 0
@@ -290,8 +294,8 @@ def _arrangement_rows(theta, H, k, lines, tol, a, b, density, target, TV, freq, 
                 nv[new] = n_neg
                 for l in range(j):
                     bits[new, l] = bits[cell, l]
-                bits[new, j] = False
-                bits[cell, j] = True
+                bits[new, j] = 0.0
+                bits[cell, j] = 1.0
                 n_cells += 1
                 if side.shape[0] < vx.shape[1]:  # the work buffers follow a grown vertex capacity
                     side = np.empty(vx.shape[1])
@@ -302,23 +306,29 @@ def _arrangement_rows(theta, H, k, lines, tol, a, b, density, target, TV, freq, 
             # (cells appended while inserting line j are not visited again for line j)
 
         # --- cell moments, residual first; sums over cells in cell order ----------------------------------
-        risk = 0.0
+        # Active terms enter as products with the 0/1 bits: adding v * 0.0 = +-0 changes no sum, so the
+        # values are those of the numpy path's where(bit, v, 0), without unpredictable branches.
         for m in range(k):
+            for i in range(H):
+                vmi = th[off_V + m * H + i]
+                VW0[m, i] = vmi * th[2 * i]
+                VW1[m, i] = vmi * th[2 * i + 1]
+                VB[m, i] = vmi * th[2 * H + i]
             for e in range(3):
                 R_out[row, m, e] = 0.0
                 for i in range(H):
-                    S_out[row, m, i, e] = 0.0
+                    S_cell[m, e, i] = 0.0
+        risk = 0.0
         for cell in range(n_cells):
+            on = bits[cell]
             for m in range(k):
                 a0 = 0.0
                 a1 = 0.0
                 bb = th[off_c + m]
                 for i in range(H):
-                    if bits[cell, i]:
-                        vmi = th[off_V + m * H + i]
-                        a0 = a0 + vmi * th[2 * i]
-                        a1 = a1 + vmi * th[2 * i + 1]
-                        bb = bb + vmi * th[2 * H + i]
+                    a0 = a0 + VW0[m, i] * on[i]
+                    a1 = a1 + VW1[m, i] * on[i]
+                    bb = bb + VB[m, i] * on[i]
                 A0[m] = a0
                 A1[m] = a1
                 B[m] = bb
@@ -326,11 +336,10 @@ def _arrangement_rows(theta, H, k, lines, tol, a, b, density, target, TV, freq, 
                 t1 = 0.0
                 tb = 0.0
                 for l in range(Ht):
-                    if bits[cell, H + l]:
-                        tv = TV[m, l]
-                        t0 = t0 + tv * lines[row, H + l, 0]
-                        t1 = t1 + tv * lines[row, H + l, 1]
-                        tb = tb + tv * lines[row, H + l, 2]
+                    tv = TV[m, l]
+                    t0 = t0 + (tv * lines[row, H + l, 0]) * on[H + l]
+                    t1 = t1 + (tv * lines[row, H + l, 1]) * on[H + l]
+                    tb = tb + (tv * lines[row, H + l, 2]) * on[H + l]
                 T0[m] = t0
                 T1[m] = t1
                 TB[m] = tb
@@ -364,10 +373,14 @@ def _arrangement_rows(theta, H, k, lines, tol, a, b, density, target, TV, freq, 
             for m in range(k):
                 for e in range(3):
                     R_out[row, m, e] += mom[m, e]
-                for i in range(H):
-                    if bits[cell, i]:
-                        for e in range(3):
-                            S_out[row, m, i, e] += mom[m, e]
+                    me = mom[m, e]
+                    acc = S_cell[m, e]
+                    for i in range(H):  # independent accumulators, contiguous: vectorizes
+                        acc[i] += me * on[i]
+        for m in range(k):
+            for i in range(H):
+                for e in range(3):
+                    S_out[row, m, i, e] = S_cell[m, e, i]
         risk_out[row] = risk
 
 
