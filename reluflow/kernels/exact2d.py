@@ -82,8 +82,9 @@ differentiable at those points.
 One-sided conventions (the value returned where ``G`` is not differentiable; finite, and the limit of
 ``J`` from one side, as in ``jacobian1d``):
 
-- a line along an edge of ``Q`` (or touching ``Q`` in a corner only): no line term, i.e. the limit as the
-  line leaves the square; ``Lambda_i`` is taken over ``ell_i cap interior(Q)``;
+- a line along an edge of ``Q``: no line term, i.e. the limit as the line leaves the square; ``Lambda_i``
+  is taken over ``ell_i cap interior(Q)`` (a line touching ``Q`` in a corner only has none either, which
+  there is the derivative: the segment's length vanishes);
 - ``w_i = 0``: no line (for ``b_i != 0`` the line is far away nearby, so this is the true derivative);
   ``w_i = b_i = 0`` is the limit from ``b_i < 0``: a dead neuron, whose rows and columns are 0.
 

@@ -8,10 +8,12 @@ triangles; the cell moments are summed over cells in cell order. For the Jacobia
 ``Q cap I_i cap I_j`` and the line terms along each neuron's segment are computed as in the numpy path.
 
 What differs from the numpy path is only where it cannot matter for the value: cells are visited one by one
-instead of padded to the batch (padding adds exact zeros there), the crossings on a segment are sorted by an
-insertion sort of the actual crossings (the numpy path sorts sentinels ``tau = 1`` along, which give
-zero-length pieces at the end), and ``sin`` comes from the C library rather than numpy's own vectorized
-implementation. The two paths agree to a few ulps of the natural scale (most entries bitwise).
+instead of padded to the batch (padding adds exact zeros there), a neuron's terms enter a cell's sums as
+products with its 0/1 side bit instead of ``where(bit, term, 0)`` (adding ``+-0`` changes no sum), the
+crossings on a segment are sorted by an insertion sort of the actual crossings (the numpy path sorts
+sentinels ``tau = 1`` along, which give zero-length pieces at the end), and ``sin`` comes from the C library
+rather than numpy's own vectorized implementation. The two paths agree to a few ulps of the natural scale
+(measured: bitwise, up to the sign of zeros).
 
 Rows are processed serially and every loop runs in a fixed order, so a row's numbers do not depend on the
 batch. Compiled with ``cache=True`` and without ``fastmath`` (no reassociation, no contraction to FMA).
