@@ -31,6 +31,7 @@ from reluflow.kernels import discrete
 from reluflow.model.measures import (
     DensityMeasure,
     DiscreteMeasure,
+    PlanarDensity,
     discrete_measure,
     parse_measure,
     piecewise_table,
@@ -79,13 +80,15 @@ class Problem:
     """
 
     def __init__(self, config: dict, target: Target, table, measure: DiscreteMeasure | None, backend: str = "numba",
-                 gaussian=None, domain: tuple[float, float] | None = None):
+                 gaussian=None, domain: tuple[float, float] | None = None, planar=None):
         self._config = config
         self._target = target
         self.table = table
         self.discrete_measure = measure
         #: ``(GaussianMeasure, GaussianTarget)`` of a gaussian input law, else None
         self.gaussian = gaussian
+        #: the :class:`~reluflow.kernels.exact2d.PlanarProblemData` of a d = 2 density on a square, else None
+        self.planar = planar
         network = config["network"]
         self.input_dim = int(network["input_dim"])
         self.width = int(network["width"])
@@ -133,6 +136,10 @@ class Problem:
         # everything is validated: now the work (tables, points, target values)
         if isinstance(law, DensityMeasure):
             return cls(config, target, piecewise_table(target, law, domain), None, backend)
+        if isinstance(law, PlanarDensity):
+            from reluflow.kernels.exact2d import planar_data
+
+            return cls(config, target, None, None, backend, planar=planar_data(target, law.coefficients, domain))
         return cls(config, target, None, discrete_measure(measure_config, d, domain), backend)
 
     @classmethod
@@ -250,6 +257,8 @@ class Problem:
             law, terms = self.gaussian
             risk, grad = self._gaussian_kernel().risk_and_gradient(
                 flat, self.input_dim, self.width, self.output_dim, law.mean, law.covariance, terms)
+        elif self.planar is not None:
+            risk, grad = self._planar_kernel().risk_and_gradient(flat, self.width, self.output_dim, self.planar)
         else:
             measure = self.discrete_measure
             risk, grad = discrete.risk_and_gradient(flat, measure.points, measure.weights, self._target_values, self.width)
@@ -265,10 +274,18 @@ class Problem:
             from reluflow.kernels import gaussian as kernel
         return kernel
 
+    def _planar_kernel(self):
+        """The exact d = 2 kernel module of the chosen backend."""
+        if self._backend == "numba":
+            from reluflow.kernels import exact2d_numba as kernel
+        else:
+            from reluflow.kernels import exact2d as kernel
+        return kernel
+
     @property
     def has_jacobian(self) -> bool:
-        """Whether :meth:`gradient_jacobian` is available (d = 1 laws with a density, gaussian laws)."""
-        return self.table is not None or self.gaussian is not None
+        """Whether :meth:`gradient_jacobian` is available (laws with a density: d = 1, d = 2 on a square, gaussian)."""
+        return self.table is not None or self.gaussian is not None or self.planar is not None
 
     def gradient_jacobian(self, theta) -> np.ndarray:
         """``dG/dtheta`` (the Hessian of the risk where it exists), shape ``batch + (n_params, n_params)``.
@@ -277,7 +294,7 @@ class Problem:
         parameters (:mod:`reluflow.kernels.jacobian1d`); used by the stiff solvers.
         """
         if not self.has_jacobian:
-            raise ValueError("gradient_jacobian: only available for d = 1 input laws with a density and gaussian laws")
+            raise ValueError("gradient_jacobian: only available for input laws with a density (not discrete measures)")
         theta = check_theta(theta, self.n_params)
         batch = theta.shape[:-1]
         flat = np.ascontiguousarray(theta.reshape(-1, self.n_params))
@@ -287,6 +304,8 @@ class Problem:
             law, terms = self.gaussian
             jac = self._gaussian_kernel().gradient_jacobian(
                 flat, self.input_dim, self.width, self.output_dim, law.mean, law.covariance, terms)
+        elif self.planar is not None:
+            jac = self._planar_kernel().gradient_jacobian(flat, self.width, self.output_dim, self.planar)
         else:
             from reluflow.kernels.jacobian1d import gradient_jacobian
 

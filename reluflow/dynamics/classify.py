@@ -52,6 +52,8 @@ its active set, whose boundary, the kink ``{x : w_i . x + b_i = 0}``, moves with
 - discrete measures: ``G`` itself jumps when a kink crosses a data point ``x_p`` of positive weight. A neuron is
   on ``x_p`` if ``|w_i . x_p + b_i| <= 2 max(h_{b_i}, max_j h_{W_ij} |x_pj|)``: a step of the difference stencil
   (factor 2 for the rounding of the preactivation) could reach the kink.
+- d = 2 with a density on the square ``Q``: a neuron's line through a corner of ``Q`` (within ``KINK_RTOL``
+  times the side, measured along the line's normal), which includes lines along an edge.
 - a gaussian law: coinciding kink hyperplanes of two neurons (``G`` is C^1 but not C^2 there), that is unit
   vectors ``u_i / |u_i|`` equal up to sign to ``1 - KINK_RTOL^2`` in ``|cos|``.
 - both: ``w_i = 0`` and ``b_i = 0`` (the kink is undefined; ``V_i relu(w_i . x + b_i)`` is positively
@@ -211,6 +213,16 @@ def nonsmooth_points(problem, theta: np.ndarray) -> np.ndarray:
         gap = np.abs(w[:, :, None] * s + b[:, :, None])  # (M, H, S)
         on_point = np.any(gap <= KINK_RTOL * (b_end - a) * np.abs(w)[:, :, None], axis=(1, 2))
         return undefined | on_point
+    if problem.planar is not None:
+        # d = 2 on the square Q: the line terms integrate along the segment of w_i . x + b_i = 0 inside Q, whose
+        # end points move along Q's edges; the Hessian does not exist where the line passes through a corner
+        # of Q (the segment changes edges) or lies along an edge (a one-sided limit, reluflow.kernels.exact2d)
+        a, b_end = problem.domain
+        corners = np.array([[a, a], [a, b_end], [b_end, a], [b_end, b_end]])
+        z = b[:, :, None] + np.sum(W[:, :, None, :] * corners[None, None], axis=3)  # (M, H, 4)
+        scale = KINK_RTOL * (b_end - a) * np.sqrt(np.sum(W * W, axis=2))[:, :, None]
+        on_corner = np.any((np.abs(z) <= scale) & (scale > 0), axis=(1, 2))
+        return undefined | on_corner
     if problem.gaussian is not None:
         # a gaussian law has a smooth density on all of R^d: the Hessian exists unless two neurons' kink
         # hyperplanes coincide (G is then C^1 but not C^2, reluflow.kernels.gaussian), which is when their unit

@@ -660,6 +660,87 @@ def _gradient(theta, H, k, S, R) -> np.ndarray:
     return grad
 
 
+#: relative accuracy the default Gauss order of sine terms aims at (the bound of the module docstring)
+SINE_ACCURACY = 1e-17
+
+
+def default_sine_order(frequencies: np.ndarray, domain: tuple[float, float], degree: int) -> int:
+    """Gauss points per direction that make the bound of the module docstring, ``2 (|omega| h)^m / m!`` with
+    ``m = 2 n - e``, fall below :data:`SINE_ACCURACY` for the largest frequency of ``|r|^2`` (twice the largest
+    target frequency, products of two sines), ``h`` the square's diagonal and ``e`` the degree of the rest."""
+    a, b = domain
+    x = 2.0 * float(np.max(np.sqrt(np.sum(np.square(frequencies), axis=1)), initial=0.0)) * np.sqrt(2.0) * (b - a)
+    m, term = 1, 2.0 * x
+    while term >= SINE_ACCURACY:
+        m += 1
+        term *= x / m
+    return max(2, -(-(m + degree) // 2))
+
+
+def planar_data(target, density: np.ndarray, domain: tuple[float, float], key: str = "target",
+                sine_order: int | None = None) -> PlanarProblemData:
+    """The kernel's data of a model target (:mod:`reluflow.model.targets`: ``affine``, ``polynomial``,
+    ``relu_network``, ``sine`` and their ``sum``/``stack``) under the density ``density`` on ``domain^2``.
+    Another kind raises :class:`~reluflow.model.validation.ConfigError` naming ``key``. The sines' Gauss order is
+    ``sine_order`` or :func:`default_sine_order`."""
+    from reluflow.model import targets as T
+    from reluflow.model.validation import fail
+
+    k = target.output_dim
+    polys, teachers, sines = [], [], []
+
+    def add(node, rows, path):
+        if isinstance(node, T.Affine):
+            P = np.zeros((k, 2, 2))
+            P[rows, 0, 0] = node.intercept
+            P[rows, 1, 0] = node.slope[:, 0]
+            P[rows, 0, 1] = node.slope[:, 1]
+            polys.append(P)
+        elif isinstance(node, T.PolynomialTerms):
+            degree = int(node.powers.max()) + 1
+            P = np.zeros((k, degree, degree))
+            for powers, coefficient in zip(node.powers, node.coefficients):
+                P[rows, powers[0], powers[1]] += coefficient
+            polys.append(P)
+        elif isinstance(node, T.ReluNetwork):
+            V = np.zeros((k, node.width))
+            V[rows] = node.V
+            teachers.append((node.W, node.b, V))
+            P = np.zeros((k, 1, 1))
+            P[rows, 0, 0] = node.c
+            polys.append(P)
+        elif isinstance(node, T.Sine):
+            amplitude = np.zeros((1, k))
+            amplitude[0, rows] = node.amplitude
+            sines.append((node.frequency, node.phase, amplitude))
+        elif isinstance(node, T.Sum):
+            for t, term in enumerate(node.terms):
+                add(term, rows, f"{path}.terms[{t}]")
+        elif isinstance(node, T.Stack):
+            for m, component in enumerate(node.components):
+                add(component, [rows[m]], f"{path}.components[{m}]")
+        else:
+            fail(f"{path}.kind", f"{node.kind!r} is not evaluated exactly in two dimensions; use affine, polynomial, "
+                                 f"relu_network, sine or their sum")
+
+    add(target, list(range(k)), key)
+    size = max([P.shape[1] for P in polys] + [1])
+    poly = np.zeros((k, size, size))
+    for P in polys:
+        poly[:, : P.shape[1], : P.shape[2]] += P
+    fields = {}
+    if teachers:
+        fields.update(teacher_W=np.concatenate([t[0] for t in teachers]), teacher_b=np.concatenate([t[1] for t in teachers]),
+                      teacher_V=np.concatenate([t[2] for t in teachers], axis=1))
+    if sines:
+        frequencies = np.array([s[0] for s in sines])
+        degree = _total_degree(poly) + _total_degree(np.asarray(density)[None])
+        fields.update(sine_freq=frequencies, sine_phase=np.array([s[1] for s in sines]),
+                      sine_amp=np.concatenate([s[2] for s in sines]),
+                      sine_order=sine_order or default_sine_order(frequencies, domain, degree + 1))
+    return PlanarProblemData(domain, density, poly, **fields)
+
+
 def risk_and_gradient(theta, H: int, k: int, data: PlanarProblemData) -> tuple[np.ndarray, np.ndarray]:
     """Exact risk ``L`` and generalized gradient ``G`` of a d = 2 problem, batched over runs (numpy reference).
 

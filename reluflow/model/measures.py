@@ -14,6 +14,11 @@ Kinds (``measure.kind``):
   A density must be non-negative and integrate to one; both are checked exactly from the polynomial
   (see :func:`check_density`).
 
+- densities on the square ``[a, b]^2`` (d = 2): ``uniform``, and ``polynomial_density`` with ``coefficients``
+  ``P`` (a matrix): ``p(x, y) = sum_{q,s} P[q][s] x^q y^s``; it must integrate to one (checked exactly) and be
+  non-negative on the square (certified by Bernstein subdivision, :func:`planar_density_is_nonnegative`).
+  The risk is exact (:mod:`reluflow.kernels.exact2d`).
+
 - ``gaussian`` (any d): ``N(mean, covariance)`` on all of ``R^d`` (defaults: mean 0, covariance the identity;
   the covariance must be symmetric and positive definite). It has no domain: a configuration that gives
   ``domain`` with it is refused (the domain would be silently ignored). The risk is exact for targets
@@ -61,7 +66,9 @@ from reluflow.model.validation import (
     to_json,
 )
 
-DENSITY_KINDS = ("uniform", "triangular", "piecewise_polynomial")
+DENSITY_KINDS = ("uniform", "triangular", "piecewise_polynomial", "polynomial_density")
+#: densities of inputs in the square [a, b]^2 (the exact d = 2 kernels)
+PLANAR_DENSITY_KINDS = ("uniform", "polynomial_density")
 DISCRETE_KINDS = ("qmc", "gauss_legendre", "data")
 #: input laws on all of R^d (no domain)
 UNBOUNDED_KINDS = ("gaussian",)
@@ -194,7 +201,11 @@ _KEYS = {
     "gauss_legendre": ({"n_per_dim"}, set()),
     "data": ({"points"}, {"weights"}),
     "gaussian": (set(), {"mean", "covariance"}),
+    "polynomial_density": ({"coefficients"}, set()),
 }
+
+#: subdivision depth of the non-negativity certificate of a d = 2 polynomial density (4^depth sub-squares at most)
+NONNEGATIVITY_DEPTH = 8
 
 #: symmetry of a covariance matrix: |C - C^T| <= this times max |C| (the rounding of numbers as written)
 SYMMETRY_RTOL = 1e-12
@@ -209,16 +220,20 @@ def parse_measure(raw: Any, key: str, input_dim: int, domain: tuple[float, float
     Nothing expensive happens here.
     """
     kind = check_kind(key, raw, KINDS)
-    if input_dim > 1 and kind in DENSITY_KINDS:
+    planar = input_dim == 2 and kind in PLANAR_DENSITY_KINDS
+    if (input_dim > 1 and kind in DENSITY_KINDS and not planar) or (input_dim == 1 and kind == "polynomial_density"):
+        exact = "uniform, polynomial_density" if input_dim == 2 else "uniform, triangular, piecewise_polynomial"
         fail(
             subkey(key, "kind"),
-            f"density measures ({kind!r}) are only supported for input_dim = 1 (network.input_dim = {input_dim}); "
-            f"use a discrete measure: one of {list(DISCRETE_KINDS)}",
+            f"density {kind!r} is not available for input_dim = {input_dim}; densities: {exact} (input_dim 1 and "
+            f"2), gaussian (any); or a discrete measure: one of {list(DISCRETE_KINDS)}",
         )
     required, optional = _KEYS[kind]
     check_mapping(key, raw, required={"kind"} | required, optional=optional)
     if kind == "gaussian":
         return _parse_gaussian(raw, key, input_dim)
+    if planar:
+        return _parse_planar_density(raw, key, kind, domain)
     a, b = domain
     if kind == "uniform":
         knots, coefficients = _uniform(a, b)
@@ -235,6 +250,87 @@ def parse_measure(raw: Any, key: str, input_dim: int, domain: tuple[float, float
         return _PARSE_DISCRETE[kind](raw, key, input_dim, a, b), None
     check_density(key, knots, coefficients)
     return normalized, DensityMeasure(kind=kind, knots=knots, coefficients=coefficients)
+
+
+@dataclass(frozen=True)
+class PlanarDensity:
+    """A density on the square ``[a, b]^2``: ``p(x, y) = sum_{q,s} coefficients[q, s] x^q y^s``."""
+
+    kind: str
+    coefficients: np.ndarray
+
+
+def _bernstein(coefficients: np.ndarray, a: float, b: float) -> np.ndarray:
+    """The tensor Bernstein coefficients on ``[a, b]^2`` of ``sum_{q,s} c[q, s] x^q y^s`` (same degrees)."""
+    from math import comb
+
+    def one_dimension(n):
+        # power basis in x = a + (b - a) u, then u^j = sum_{i >= j} C(i, j) / C(n, j) B_{i,n}(u)
+        shift = np.zeros((n + 1, n + 1))  # shift[p, j]: coefficient of u^j in x^p
+        for p in range(n + 1):
+            for j in range(p + 1):
+                shift[p, j] = comb(p, j) * a ** (p - j) * (b - a) ** j
+        basis = np.zeros((n + 1, n + 1))  # basis[j, i]: coefficient of B_i in u^j
+        for j in range(n + 1):
+            for i in range(j, n + 1):
+                basis[j, i] = comb(i, j) / comb(n, j)
+        return shift @ basis
+
+    qx, qy = coefficients.shape
+    return one_dimension(qx - 1).T @ coefficients @ one_dimension(qy - 1)
+
+
+def _split(bern: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """de Casteljau at u = 1/2 along ``axis``: the Bernstein coefficients on the two halves."""
+    rows = np.moveaxis(bern, axis, 0).copy()
+    n = rows.shape[0] - 1
+    left, right = [rows[0].copy()], [rows[n].copy()]
+    for level in range(1, n + 1):
+        rows = 0.5 * (rows[:-1] + rows[1:])
+        left.append(rows[0].copy())
+        right.append(rows[-1].copy())
+    return np.moveaxis(np.array(left), 0, axis), np.moveaxis(np.array(right[::-1]), 0, axis)
+
+
+def planar_density_is_nonnegative(coefficients: np.ndarray, a: float, b: float, tolerance: float) -> bool:
+    """Whether ``p >= -tolerance`` on ``[a, b]^2``, decided by Bernstein subdivision: on a sub-square ``p`` lies in
+    the hull of its Bernstein coefficients and equals them at the corners, so all coefficients ``>= -tolerance``
+    prove the sub-square, a corner ``< -tolerance`` disproves it, anything else is split in four (to depth
+    :data:`NONNEGATIVITY_DEPTH`, below which the sub-square's smallest coefficient decides)."""
+    stack = [(_bernstein(coefficients, a, b), 0)]
+    while stack:
+        bern, depth = stack.pop()
+        if bern.min() >= -tolerance:
+            continue
+        corners = bern[[0, 0, -1, -1], [0, -1, 0, -1]]
+        if corners.min() < -tolerance or depth >= NONNEGATIVITY_DEPTH:
+            return False
+        for half in _split(bern, 0):
+            stack.extend((quarter, depth + 1) for quarter in _split(half, 1))
+    return True
+
+
+def _parse_planar_density(raw, key, kind, domain):
+    a, b = domain
+    if kind == "uniform":
+        return {"kind": "uniform"}, PlanarDensity(kind="uniform", coefficients=np.array([[1.0 / (b - a) ** 2]]))
+    ckey = subkey(key, "coefficients")
+    coefficients = real_array(ckey, raw["coefficients"], ndim=2)
+    if coefficients.size == 0:
+        fail(ckey, "must not be empty")
+    # exact moments of the monomials over the square: int x^q = (b^{q+1} - a^{q+1}) / (q + 1)
+    mx = [(b ** (q + 1) - a ** (q + 1)) / (q + 1) for q in range(coefficients.shape[0])]
+    my = [(b ** (s + 1) - a ** (s + 1)) / (s + 1) for s in range(coefficients.shape[1])]
+    terms = [coefficients[q, s] * mx[q] * my[s] for q in range(len(mx)) for s in range(len(my))]
+    mass = math.fsum(terms)
+    tolerance = MASS_RTOL * max(1.0, math.fsum(abs(t) for t in terms))
+    if not abs(mass - 1.0) <= tolerance:
+        fail(ckey, f"the density must integrate to one over [a, b]^2, but its integral is {mass!r} "
+                   f"(tolerance {tolerance:.3g}): divide the coefficients by it")
+    scale = max(1.0, float(np.sum(np.abs(coefficients)) * max(1.0, abs(a), abs(b)) ** sum(coefficients.shape)))
+    if not planar_density_is_nonnegative(coefficients, a, b, NEGATIVITY_RTOL * scale):
+        fail(ckey, f"the density is negative somewhere in [{a!r}, {b!r}]^2")
+    return {"kind": "polynomial_density", "coefficients": to_json(coefficients)}, PlanarDensity(kind, coefficients)
 
 
 def _parse_gaussian(raw, key, d):

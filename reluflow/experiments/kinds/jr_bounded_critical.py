@@ -5,7 +5,10 @@ Figure: Figure for JR Theorem 1.1: bounded gradient-flow trajectories converge i
 (a) risk ``L(Theta_t)`` against t (log-log), one line per run, with each run's certified critical risk
 ``L(theta*)`` as a marker to the right of the last time; (b) ``|G(Theta_t)|`` against t; (c) ``|Theta_t|``
 against t; (d) limit risk ``L(Theta_T)`` against ``L(theta*)`` with the diagonal; (e) the realization of one
-run against the target at a few times; (f) the kink positions ``-b_i / w_i`` of the same run over time.
+run against the target at a few times; (f) the kink positions ``-b_i / w_i`` of the same run over time ((e) and (f)
+for a case in d = 1). Cases in d = 2 (uniform law on the square) are dashed in (a)-(c), and each gets a row of
+its own: the error ``N - f`` of its example run's final state over the square (one panel per output, up to
+two) and the norms ``|(w_i, b_i)|`` of its neurons over time.
 Runs the summary marks as not bounded (norm still growing at T) are drawn in orange, diverged runs end in a
 red cross, runs the solver gave up on in a dark plus sign.
 """
@@ -54,8 +57,15 @@ def _rows(summary, case_name, flow):
     return {int(r): row for r, (_, row) in zip(sub["run"], sub.iterrows())}
 
 
-def _example(summary):
-    """(case, flow, run) of the bounded run with the median limit risk (else the first run)."""
+def _input_dim(case) -> int:
+    return int(case["problem"]["network"].get("input_dim", 1))
+
+
+def _example(summary, cases=None):
+    """(case, flow, run) of the bounded run with the median limit risk (else the first run), among the
+    runs of ``cases`` (names; all when None)."""
+    if cases is not None:
+        summary = summary[summary["case"].astype(str).isin(cases)]
     bounded = summary[as_bool(summary["bounded"])] if "bounded" in summary.columns else summary.iloc[:0]
     pool = bounded if len(bounded) else summary
     pool = pool.sort_values("final_risk", kind="stable")
@@ -64,8 +74,11 @@ def _example(summary):
 
 
 def draw(spec, datasets, summary, verdict):
-    fig, axes = plt.subplots(2, 3, figsize=(DOUBLE_COLUMN, 4.9), layout="constrained")
-    (ax_r, ax_g, ax_n), (ax_d, ax_f, ax_k) = axes
+    planar = [c for c in spec["cases"] if _input_dim(c) == 2]
+    lines = [c["case"] for c in spec["cases"] if _input_dim(c) == 1]
+    rows = 2 + len(planar)
+    fig, axes = plt.subplots(rows, 3, figsize=(DOUBLE_COLUMN, 4.9 + 2.3 * len(planar)), layout="constrained")
+    (ax_r, ax_g, ax_n), (ax_d, ax_f, ax_k) = axes[:2]
     bounded_all = as_bool(summary["bounded"])
     n_total = len(summary)
     n_bounded = int(bounded_all.sum())
@@ -87,7 +100,7 @@ def draw(spec, datasets, summary, verdict):
                 risk = ds["risk"].sel(run=run).values
                 grad = ds["grad_norm"].sel(run=run).values
                 norm = ds["param_norm"].sel(run=run).values
-                kw = {"color": color, "alpha": 0.55, "lw": 0.7}
+                kw = {"color": color, "alpha": 0.55, "lw": 0.7, "ls": "--" if _input_dim(case) == 2 else "-"}
                 ax_r.plot(t[pos], floor_risk(risk[pos]), **kw)
                 ax_g.plot(t[pos], floor_risk(grad[pos]), **kw)
                 ax_n.plot(t[pos], norm[pos], **kw)
@@ -125,6 +138,8 @@ def draw(spec, datasets, summary, verdict):
     )
     ax_r.axvline(t_right, color="0.5", lw=0.5, ls=":")
     ax_r.plot([], [], color=BOUNDED_COLOR, label=f"bounded (n = {n_bounded})")
+    if planar:
+        ax_r.plot([], [], color="0.4", ls="--", label="dashed: d = 2 case(s)")
     ax_r.plot([], [], color=UNBOUNDED_COLOR, label=f"norm still growing at T (n = {n_total - n_bounded})")
     for marks, draw_points in ((div, diverged_points), (fail, failed_points)):
         for ax, pts in zip((ax_r, ax_g, ax_n), marks):
@@ -193,8 +208,17 @@ def draw(spec, datasets, summary, verdict):
     ax_d.legend(loc="lower right", fontsize=5.6)
     panel_title(ax_d, "d", "limit risk vs critical value")
 
+    for letter, (axes_row, case) in zip("ghijkl", zip(axes[2:], planar)):
+        _planar_row(axes_row, case, datasets, summary, letter)
+
+    if not lines:
+        for ax in (ax_f, ax_k):
+            ax.set_axis_off()
+        fig.suptitle("JR Theorem 1.1: along bounded gradient-flow trajectories the risk converges to the risk of a "
+                     r"critical point ($\mathcal{G}(\theta^*) = 0$)")
+        return fig
     # (e), (f): one run in detail
-    case_name, flow, run = _example(summary)
+    case_name, flow, run = _example(summary, lines)
     case = next(c for c in spec["cases"] if c["case"] == case_name)
     ds = datasets[(case_name, flow)]
     problem = Problem.from_config(case["problem"])
@@ -258,6 +282,45 @@ def draw(spec, datasets, summary, verdict):
         r"critical point ($\mathcal{G}(\theta^*) = 0$)"
     )
     return fig
+
+
+def _planar_row(axes, case, datasets, summary, letter):
+    """A d = 2 case's example run: the error of its final state over the square for up to two outputs, and the
+    norms ``|(w_i, b_i)|`` of its neurons over time."""
+    name, flow, run = _example(summary, [case["case"]])
+    ds = datasets[(name, flow)]
+    problem = Problem.from_config(case["problem"])
+    a, b = problem.domain
+    theta = ds["theta"].sel(run=run).values
+    final = theta[np.flatnonzero(np.all(np.isfinite(theta), axis=1))[-1]]
+    grid = np.linspace(a, b, 61)
+    xx, yy = np.meshgrid(grid, grid)
+    points = np.stack([xx.ravel(), yy.ravel()], axis=1)
+    error = (problem.realization(final, points) - problem.target(points)).reshape(points.shape[0], -1)
+    label = case.get("label", name)
+    for m, ax in enumerate(axes[:2]):
+        if m >= error.shape[1]:
+            ax.set_axis_off()
+            continue
+        values = error[:, m].reshape(xx.shape)
+        bound = float(np.max(np.abs(values))) or 1.0
+        image = ax.imshow(values, origin="lower", extent=(a, b, a, b), cmap="RdBu_r", vmin=-bound, vmax=bound)
+        ax.figure.colorbar(image, ax=ax, shrink=0.85, label=f"N - f, output {m + 1}")
+        ax.grid(False)
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+        panel_title(ax, f"{letter}{m + 1}", f"{label}: final error, run {run}")
+    ax = axes[2]
+    t = ds["time"].values
+    pos = t > 0
+    block, neuron = ds["param_block"].values, ds["param_neuron"].values
+    for i in range(ds.sizes["neuron"]):
+        u = theta[:, ((block == 0) | (block == 1)) & (neuron == i)]
+        ax.plot(t[pos], np.sqrt(np.sum(u * u, axis=1))[pos], lw=0.9)
+    log_axis(ax, "x")
+    ax.set_xlabel("flow time t")
+    ax.set_ylabel(r"$|(w_i, b_i)|$")
+    panel_title(ax, f"{letter}3", f"{label}: inner norms, run {run}")
 
 
 def _snapshot_indices(t, finite):
