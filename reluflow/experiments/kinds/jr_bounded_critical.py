@@ -297,19 +297,19 @@ def _planar_row(axes, case, datasets, summary, letter):
     xx, yy = np.meshgrid(grid, grid)
     points = np.stack([xx.ravel(), yy.ravel()], axis=1)
     error = (problem.realization(final, points) - problem.target(points)).reshape(points.shape[0], -1)
-    label = case.get("label", name)
     for m, ax in enumerate(axes[:2]):
         if m >= error.shape[1]:
             ax.set_axis_off()
             continue
         values = error[:, m].reshape(xx.shape)
         bound = float(np.max(np.abs(values))) or 1.0
-        image = ax.imshow(values, origin="lower", extent=(a, b, a, b), cmap="RdBu_r", vmin=-bound, vmax=bound)
-        ax.figure.colorbar(image, ax=ax, shrink=0.85, label=f"N - f, output {m + 1}")
+        image = ax.imshow(values, origin="lower", extent=(a, b, a, b), cmap="RdBu_r", vmin=-bound, vmax=bound,
+                          aspect="auto")
+        ax.figure.colorbar(image, ax=ax, shrink=0.9, pad=0.02)
         ax.grid(False)
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
-        panel_title(ax, f"{letter}{m + 1}", f"{label}: final error, run {run}")
+        panel_title(ax, f"{letter}{m + 1}", f"d = 2: $N - f$, output {m + 1}, run {run}")
     ax = axes[2]
     t = ds["time"].values
     pos = t > 0
@@ -320,7 +320,7 @@ def _planar_row(axes, case, datasets, summary, letter):
     log_axis(ax, "x")
     ax.set_xlabel("flow time t")
     ax.set_ylabel(r"$|(w_i, b_i)|$")
-    panel_title(ax, f"{letter}3", f"{label}: inner norms, run {run}")
+    panel_title(ax, f"{letter}3", f"d = 2: $|(w_i, b_i)|$, run {run}")
 
 
 def _snapshot_indices(t, finite):
