@@ -34,7 +34,7 @@ MAX_RUNS = 4
 #: frames per second and the size of a frame (inches at DPI)
 FPS = 8
 SIZE = (6.4, 2.6)
-DPI = 80
+DPI = 100
 #: saves of trail behind each neuron
 TRAIL = 6
 
@@ -63,9 +63,11 @@ def animate_case(spec: Mapping[str, Any], case_name: str, datasets: Mapping[tupl
             ax_f.plot(x, target if target.ndim == 1 else target[:, 0], color="k", lw=1.3, label="target")
             lines = {run: ax_f.plot([], [], color=palette[i], lw=0.9, label=f"run {run}")[0]
                      for i, run in enumerate(runs)}
-            everything = np.concatenate([problem.realization(theta[r][np.all(np.isfinite(theta[r]), axis=1)], x).ravel()
-                                         for r in runs] + [np.ravel(target)])
-            lo, hi = np.nanpercentile(everything, [1, 99])
+            curves = np.concatenate([problem.realization(theta[r][np.all(np.isfinite(theta[r]), axis=1)], x).ravel()
+                                     for r in runs])
+            # the whole target, and the realizations but for their extreme percent (early wild states)
+            lo, hi = np.nanpercentile(curves, [1, 99])
+            lo, hi = min(lo, float(np.min(target))), max(hi, float(np.max(target)))
             pad = 0.15 * (hi - lo or 1.0)
             ax_f.set_ylim(lo - pad, hi + pad)
             ax_f.set_xlim(a, b)
