@@ -34,7 +34,9 @@ EXPLORE = {
             "batch_size": 2,
             "cases": [
                 {"name": "random"},
-                {"name": "at_teacher", "init": {"scheme": "teacher", "n_runs": 2, "scale": 0.01, "perturbation": 0.0}},
+                # the student is the teacher itself (width 2, no perturbation): risk 0 from the start
+                {"name": "at_teacher", "problem": {"network": {"width": 2}},
+                 "init": {"scheme": "teacher", "n_runs": 2, "scale": 0.01, "perturbation": 0.0}},
             ],
         }
     ]
@@ -68,7 +70,8 @@ def test_an_explore_configuration_with_a_teacher_runs_end_to_end(tmp_path):
     summary = pd.read_csv(results / "teacher_demo" / "summary.csv")
     assert {"end_point", "min_eigenvalue"} <= set(summary.columns)
     at_teacher = summary[summary["case"] == "at_teacher"]
-    assert (at_teacher["end_point"] == "global_minimum").all() and (at_teacher["final_risk"] < 1e-20).all()
+    assert (at_teacher["end_point"] == "global_minimum").all()
+    assert (at_teacher["initial_risk"] < 1e-20).all() and (at_teacher["final_risk"] < 1e-20).all()
     assert set(summary["end_point"]) <= {"global_minimum", "local_minimum", "saddle", "nonsmooth", "not_converged"}
     verdict = pd.read_csv(results / "teacher_demo" / "verdict.csv")
     assert any(check.endswith(": outcome") for check in verdict["check"])
