@@ -98,16 +98,16 @@ def integrate(problem, theta0: np.ndarray, settings: FlowSettings, save_times: n
     tolerances = dict(rtol=settings.rtol, atol=settings.atol, max_steps=settings.max_steps, post_step=post_step)
     # wide d = 1 networks: sigma I - J factorized in O(H log H) per run, without the dense Jacobian
     factorization = field.shifted_factorization() if solver in ("rodas4", "auto") and field.structured else None
+    # the standard flow's Jacobian -Hess L is symmetric: Cholesky where sigma I - J is positive definite
+    stiff = dict(factorization=factorization, symmetric_jacobian=field_name == "standard")
     if solver == "rodas4":
         from reluflow.dynamics.solvers.rosenbrock import solve_rosenbrock
 
-        result = solve_rosenbrock(field.rhs, field.jac, y0, save_times, factorization=factorization, **tolerances,
-                                  **common)
+        result = solve_rosenbrock(field.rhs, field.jac, y0, save_times, **stiff, **tolerances, **common)
     elif solver == "auto":
         from reluflow.dynamics.solvers.switching import solve_switching
 
-        result = solve_switching(field.rhs, field.jac, y0, save_times, factorization=factorization, **tolerances,
-                                 **common)
+        result = solve_switching(field.rhs, field.jac, y0, save_times, **stiff, **tolerances, **common)
     else:
         from reluflow.dynamics.solvers.explicit import solve_explicit
 

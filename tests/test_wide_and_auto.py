@@ -155,3 +155,27 @@ def test_counts_are_in_the_trajectory_file():
     assert info["solver"] == "auto"
     stiff_runs = {int(r) for r in info["stiff_from_step"]}
     assert all((ds["n_jac"].values[r] > 0) == (r in stiff_runs) for r in range(3))
+
+
+def test_dense_symmetric_system_cholesky_with_lu_fallback_per_row():
+    """sigma I - J for symmetric J: Cholesky (all rows in lockstep) where positive definite, LU elsewhere; the
+    solutions are numpy's to rounding, and a row's bits do not depend on the other rows of the batch."""
+    from reluflow.dynamics.solvers.rosenbrock import DenseShiftedSystem
+
+    rng = np.random.default_rng(9)
+    m, n = 7, 13
+    a = rng.standard_normal((m, n, n))
+    jac = -(a @ a.transpose(0, 2, 1)) / n  # -SPD: W = sigma I + SPD is positive definite
+    jac[[1, 4]] *= -1.0  # W indefinite for small sigma: these rows fall back to LU
+    sigma = np.full(m, 0.5)
+    system = DenseShiftedSystem(symmetric=True)
+    assert system.factor(jac, sigma).all()
+    assert system.kind.tolist()[:m] == [1, 0, 1, 1, 0, 1, 1]
+    b = rng.standard_normal((m, n))
+    x = system.solve(b, np.empty_like(b))
+    w = sigma[:, None, None] * np.eye(n) - jac
+    assert np.max(np.abs(x - np.linalg.solve(w, b[..., None])[..., 0])) < 1e-10
+    for r in range(m):
+        alone = DenseShiftedSystem(symmetric=True)
+        alone.factor(jac[r : r + 1], sigma[r : r + 1])
+        assert np.array_equal(alone.solve(b[r : r + 1], np.empty((1, n)))[0], x[r])

@@ -195,8 +195,10 @@ class PIController(_AdaptiveLanding):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             fac_acc = self.safety * np.power(e, -beta1) * np.power(ep, beta2)
             fac_rej = self.safety * np.power(e, -1.0 / self.k)
-        fac_acc = np.clip(np.nan_to_num(fac_acc, nan=self.fmin), self.fmin, self.fmax)
-        fac_rej = np.clip(np.nan_to_num(fac_rej, nan=self.fmin), self.fmin, 1.0)
+        # clip to [fmin, fmax] with NaN -> fmin: fmax() drops a NaN, and +-inf clip to the bounds (the same
+        # numbers as clip(nan_to_num(...)) at a fraction of its per-call cost)
+        fac_acc = np.minimum(np.fmax(fac_acc, self.fmin), self.fmax)
+        fac_rej = np.minimum(np.fmax(fac_rej, self.fmin), 1.0)
         return h * np.where(accepted, fac_acc, fac_rej)
 
     def update(self, memory: dict, step, err, accepted, valid, n_accepted, estimate=None) -> np.ndarray:

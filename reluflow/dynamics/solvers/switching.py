@@ -220,14 +220,15 @@ class SwitchingController(_AdaptiveLanding):
         return {"kind": "switching", "explicit": self.explicit.info(), "stiff": self.stiff.info()}
 
 
-def solve_switching(rhs, jac, y0, save_times, *, factorization=None, tableau: str = "dopri5",
+def solve_switching(rhs, jac, y0, save_times, *, factorization=None, symmetric_jacobian: bool = False,
+                    tableau: str = "dopri5",
                     method: str = "rodas4", rtol: float = 1e-8, atol: float = 1e-10, h0=None,
                     max_steps: int = 10**6, gtol: float | None = None, divergence_bound: float = np.inf,
                     progress=None, post_step=None):
     """Integrate ``y' = rhs(y)`` from every row of ``y0`` with the per-run switch of the module docstring.
 
-    ``jac`` (dense ``(m, n, n)``) or ``factorization`` (a structured factorizer of ``sigma I - J``) as for
-    :func:`~reluflow.dynamics.solvers.rosenbrock.solve_rosenbrock`; ``tableau``: the explicit pair (a
+    ``jac`` (dense ``(m, n, n)``) or ``factorization`` (a structured factorizer of ``sigma I - J``) and
+    ``symmetric_jacobian`` as for :func:`~reluflow.dynamics.solvers.rosenbrock.solve_rosenbrock`; ``tableau``: the explicit pair (a
     first-same-as-last pair, ``dopri5`` by default), ``method``: the Rosenbrock tableau; the other arguments
     as for the two solvers (``atol`` a scalar). ``result.info["stiff_from_step"]`` maps each run that
     switched to the number of accepted explicit steps before its switch.
@@ -237,7 +238,8 @@ def solve_switching(rhs, jac, y0, save_times, *, factorization=None, tableau: st
 
     explicit = ExplicitRungeKutta(tableau)
     tab = ROSENBROCK_TABLEAUS[method]
-    stiff = RosenbrockMethod(tab, jac=None if factorization is not None else jac, factorization=factorization)
+    stiff = RosenbrockMethod(tab, jac=None if factorization is not None else jac, factorization=factorization,
+                             symmetric=symmetric_jacobian)
     controller = SwitchingController(
         PIController(rtol=float(rtol), atol=float(atol), error_order=explicit.tableau.error_order),
         PredictiveController(float(rtol), float(atol), tab.embedded_order),
@@ -249,7 +251,8 @@ def solve_switching(rhs, jac, y0, save_times, *, factorization=None, tableau: st
         "solver": "auto",
         "explicit": explicit.tableau.name,
         "stiff": tab.name,
-        "linear_algebra": "dense" if factorization is None else "structured",
+        "linear_algebra": "structured" if factorization is not None else (
+            "dense, Cholesky where positive definite" if symmetric_jacobian else "dense LU"),
         "stiffness_detection": {"h_lambda": STIFF_H_LAMBDA, "hits": STIFF_HITS, "reset_after": CALM_RESET},
         "stiff_from_step": {str(run): steps for run, steps in sorted(switching.stiff_from_step.items())},
         "rtol": float(rtol),
