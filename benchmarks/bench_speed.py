@@ -136,7 +136,7 @@ def bench_lsoda(args) -> None:
               f" residual max {res.max():.2e}, median {np.median(res):.2e}; nfev {nfev}; {load()}")
         for name, (o_wall, o_cpu, o_res) in ours.items():
             smaller = o_res.max() <= res.max() and np.median(o_res) <= np.median(res)
-            print(f"  => {name} vs {label}: {wall / o_wall:.0f}x wall, {cpu / o_cpu:.0f}x CPU (target >= 30x);"
+            print(f"  => {name} vs {label}: {wall / o_wall:.1f}x wall, {cpu / o_cpu:.1f}x CPU (target >= 30x);"
                   f" residual {'<=' if smaller else 'NOT <='} the reference's (max and median)")
 
 
