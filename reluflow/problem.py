@@ -23,6 +23,7 @@ Every configuration error raises :class:`~reluflow.model.validation.ConfigError`
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -42,6 +43,11 @@ from reluflow.model.targets import Target, parse_target
 from reluflow.model.validation import ConfigError, check_mapping, fail, integer, real
 
 BACKENDS = ("numba", "numpy")
+
+
+def _finite_rows(x: np.ndarray) -> np.ndarray:
+    """Per row of ``x (M, n)``: every entry finite (``x - x`` is 0 for finite entries, NaN otherwise)."""
+    return ~np.isnan(np.sum(x - x, axis=-1))
 
 #: elements of one (runs x points x neurons) work array in :meth:`Problem.realization`
 _CHUNK_ELEMENTS = 2**21
@@ -233,13 +239,72 @@ class Problem:
     # ------------------------------------------------------------------------------------------------
     # risk and generalized gradient
 
-    def _exact_kernel(self):
-        """The d = 1 kernel ``risk_and_gradient(theta (M, n), table, width)`` of the chosen backend."""
-        if self._backend == "numba":
-            from reluflow.kernels.exact1d_numba import risk_and_gradient
-        else:
-            from reluflow.kernels.exact1d import risk_and_gradient
-        return risk_and_gradient
+    # The table's arrays are checked and laid out for the kernels once per problem (they are fixed): a solver
+    # evaluates G thousands of times on small batches, where preparing the table each time cost more than
+    # the kernel itself.
+
+    @functools.cached_property
+    def table_arrays(self):
+        """The table as the kernels' checked arrays (:func:`reluflow.kernels.exact1d.prepare`), made once."""
+        from reluflow.kernels.exact1d import prepare
+
+        return prepare(self.table)
+
+    @functools.cached_property
+    def _compiled_arguments(self) -> tuple:
+        from reluflow.kernels.exact1d_numba import kernel_arguments
+
+        return kernel_arguments(self.table_arrays)
+
+    def risk_and_gradient_rows(self, theta2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``L (M,)`` and ``G (M, n)`` of a C-contiguous float64 ``theta2d (M, n_params)``, without the checks of
+        :meth:`risk_and_gradient` (the fast path of the vector fields): the same numbers, except that a row
+        with a non-finite entry gives NaN instead of an error (a solver's trial state may overflow)."""
+        if self.table is not None and self._backend == "numba":  # the compiled kernel checks each row itself
+            from reluflow.kernels.exact1d_numba import risk_and_gradient_rows
+
+            return risk_and_gradient_rows(theta2d, self.width, self._compiled_arguments)
+        finite = _finite_rows(theta2d)
+        if not finite.all():
+            risk = np.full(theta2d.shape[0], np.nan)
+            grad = np.full(theta2d.shape, np.nan)
+            if finite.any():
+                risk[finite], grad[finite] = self.risk_and_gradient_rows(np.ascontiguousarray(theta2d[finite]))
+            return risk, grad
+        if self.gaussian is not None:
+            law, terms = self.gaussian
+            return self._gaussian_kernel().risk_and_gradient(
+                theta2d, self.input_dim, self.width, self.output_dim, law.mean, law.covariance, terms)
+        if self.planar is not None:
+            return self._planar_kernel().risk_and_gradient(theta2d, self.width, self.output_dim, self.planar)
+        if self.table is None:
+            measure = self.discrete_measure
+            return discrete.risk_and_gradient(theta2d, measure.points, measure.weights, self._target_values,
+                                              self.width)
+        from reluflow.kernels.exact1d import risk_and_gradient_rows
+
+        return risk_and_gradient_rows(theta2d, self.width, self.table_arrays)
+
+    def gradient_jacobian_rows(self, theta2d: np.ndarray) -> np.ndarray:
+        """``dG/dtheta (M, n, n)`` of a C-contiguous float64 ``theta2d (M, n_params)`` without the checks of
+        :meth:`gradient_jacobian` (laws with a density); NaN rows where ``theta2d`` has a non-finite entry."""
+        from reluflow.kernels.jacobian1d import gradient_jacobian_rows
+
+        if self.table is not None and self._backend == "numba":  # the compiled kernel checks each row itself
+            return gradient_jacobian_rows(theta2d, self.width, self.table_arrays, "numba")
+        finite = _finite_rows(theta2d)
+        if not finite.all():
+            out = np.full(theta2d.shape + (theta2d.shape[1],), np.nan)
+            if finite.any():
+                out[finite] = self.gradient_jacobian_rows(np.ascontiguousarray(theta2d[finite]))
+            return out
+        if self.gaussian is not None:
+            law, terms = self.gaussian
+            return self._gaussian_kernel().gradient_jacobian(
+                theta2d, self.input_dim, self.width, self.output_dim, law.mean, law.covariance, terms)
+        if self.planar is not None:
+            return self._planar_kernel().gradient_jacobian(theta2d, self.width, self.output_dim, self.planar)
+        return gradient_jacobian_rows(theta2d, self.width, self.table_arrays, self._backend)
 
     def risk_and_gradient(self, theta) -> tuple[np.ndarray, np.ndarray]:
         """``L(theta)`` (shape ``batch``) and ``G(theta)`` (shape ``batch + (n_params,)``) in one pass.
@@ -251,17 +316,7 @@ class Problem:
         flat = np.ascontiguousarray(theta.reshape(-1, self.n_params))
         if flat.shape[0] == 0:
             return np.empty(batch), np.empty(batch + (self.n_params,))
-        if self.table is not None:
-            risk, grad = self._exact_kernel()(flat, self.table, self.width)
-        elif self.gaussian is not None:
-            law, terms = self.gaussian
-            risk, grad = self._gaussian_kernel().risk_and_gradient(
-                flat, self.input_dim, self.width, self.output_dim, law.mean, law.covariance, terms)
-        elif self.planar is not None:
-            risk, grad = self._planar_kernel().risk_and_gradient(flat, self.width, self.output_dim, self.planar)
-        else:
-            measure = self.discrete_measure
-            risk, grad = discrete.risk_and_gradient(flat, measure.points, measure.weights, self._target_values, self.width)
+        risk, grad = self.risk_and_gradient_rows(flat)
         risk = np.asarray(risk, dtype=float).reshape(batch)
         grad = np.asarray(grad, dtype=float).reshape(batch + (self.n_params,))
         return risk, grad
@@ -300,16 +355,7 @@ class Problem:
         flat = np.ascontiguousarray(theta.reshape(-1, self.n_params))
         if flat.shape[0] == 0:
             return np.empty(batch + (self.n_params, self.n_params))
-        if self.gaussian is not None:
-            law, terms = self.gaussian
-            jac = self._gaussian_kernel().gradient_jacobian(
-                flat, self.input_dim, self.width, self.output_dim, law.mean, law.covariance, terms)
-        elif self.planar is not None:
-            jac = self._planar_kernel().gradient_jacobian(flat, self.width, self.output_dim, self.planar)
-        else:
-            from reluflow.kernels.jacobian1d import gradient_jacobian
-
-            jac = gradient_jacobian(flat, self.table, self.width, backend=self._backend)
+        jac = self.gradient_jacobian_rows(flat)
         return np.asarray(jac, dtype=float).reshape(batch + (self.n_params, self.n_params))
 
     def risk(self, theta) -> np.ndarray:

@@ -30,21 +30,20 @@ from reluflow.files.trajectories import FileInfo, SavedDiagnostics, build_from_s
 
 __all__ = ["simulate", "flow_settings", "integrate", "diagnose", "certify_end_points", "choose_solver", "evaluate_rows"]
 
-#: beyond this flow time an explicit pair is stability-limited (cost ~ t); "auto" then goes stiff
-AUTO_STIFF_T_MAX = 1e3
-
 #: end points of networks with more parameters are not classified: the spectrum of the n x n Hessian costs
 #: O(n^3) per run (n = 1000: about 1 s), more than the rest of a run's certificate
 CLASSIFY_MAX_PARAMS = 1000
 
 
 def choose_solver(solver: str, flow: str, t_max: float, problem) -> str:
-    """The solver ``"auto"`` stands for: stiff (Rosenbrock with the exact Jacobian) for long horizons when
-    the problem provides a Jacobian, the explicit Dormand-Prince pair otherwise."""
+    """The solver ``"auto"`` stands for. With an exact Jacobian (d = 1 densities) it stays ``"auto"``: each run
+    starts with Dormand-Prince and switches to Rodas4 once its steps are limited by stability
+    (:mod:`reluflow.dynamics.solvers.switching`; the horizon ``t_max`` plays no part). Without one (discrete
+    measures) it is the explicit ``"dopri5"``."""
     if solver != "auto":
         return solver
-    if flow in ("standard", "normalized") and t_max > AUTO_STIFF_T_MAX and problem.has_jacobian:
-        return "rodas4"
+    if flow in ("standard", "normalized") and problem.has_jacobian:
+        return "auto"
     return "dopri5"
 
 
@@ -105,10 +104,18 @@ def integrate(problem, theta0: np.ndarray, settings: FlowSettings, save_times: n
         return result, y0, field
     solver = choose_solver(settings.solver, settings.flow, settings.t_max, problem)
     tolerances = dict(rtol=settings.rtol, atol=settings.atol, max_steps=settings.max_steps, post_step=post_step)
+    # wide d = 1 networks: sigma I - J factorized in O(H log H) per run, without the dense Jacobian
+    factorization = field.shifted_factorization() if solver in ("rodas4", "auto") and field.structured else None
+    # the standard flow's Jacobian -Hess L is symmetric: Cholesky where sigma I - J is positive definite
+    stiff = dict(factorization=factorization, symmetric_jacobian=field_name == "standard")
     if solver == "rodas4":
         from reluflow.dynamics.solvers.rosenbrock import solve_rosenbrock
 
-        result = solve_rosenbrock(field.rhs, field.jac, y0, save_times, **tolerances, **common)
+        result = solve_rosenbrock(field.rhs, field.jac, y0, save_times, **stiff, **tolerances, **common)
+    elif solver == "auto":
+        from reluflow.dynamics.solvers.switching import solve_switching
+
+        result = solve_switching(field.rhs, field.jac, y0, save_times, **stiff, **tolerances, **common)
     else:
         from reluflow.dynamics.solvers.explicit import solve_explicit
 

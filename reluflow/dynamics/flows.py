@@ -73,6 +73,32 @@ def project_to_manifold(problem, theta: np.ndarray) -> np.ndarray:
     return theta
 
 
+def _gradient(problem, theta) -> np.ndarray:
+    """``G(theta)`` for the vector fields: a solver's ``(m, n)`` float64 batch goes straight to the problem's
+    kernel (:meth:`~reluflow.Problem.risk_and_gradient_rows`: no per-call checks, NaN rows for non-finite
+    states), anything else through the checked public method."""
+    if isinstance(theta, np.ndarray) and theta.ndim == 2 and theta.dtype == np.float64 and theta.shape[1] == problem.n_params:
+        return problem.risk_and_gradient_rows(np.ascontiguousarray(theta))[1]
+    return problem.generalized_gradient(theta)
+
+
+def _gradient_jacobian(problem, theta) -> np.ndarray:
+    """``dG/dtheta`` for the vector fields, with the fast path of :func:`_gradient`."""
+    if isinstance(theta, np.ndarray) and theta.ndim == 2 and theta.dtype == np.float64 and theta.shape[1] == problem.n_params:
+        return problem.gradient_jacobian_rows(np.ascontiguousarray(theta))
+    return problem.gradient_jacobian(theta)
+
+
+def _structured(problem) -> bool:
+    """Whether the stiff step's ``sigma I - J`` is factorized without ``J`` (:func:`shifted_factorization`):
+    d = 1 densities from the measured crossover width on (:func:`~reluflow.kernels.structured1d.dense_below_width`)."""
+    if problem.table is None or problem.input_dim != 1:
+        return False
+    from reluflow.kernels.structured1d import dense_below_width
+
+    return problem.width >= dense_below_width(problem.output_dim)
+
+
 class StandardFlow:
     """The gradient flow of JR: ``dTheta/dt = -G(Theta)``."""
 
@@ -86,11 +112,25 @@ class StandardFlow:
         return FlowEvaluation(risk=risk, gradient=grad, velocity=-grad)
 
     def rhs(self, theta: np.ndarray) -> np.ndarray:
-        return -self.problem.generalized_gradient(theta)
+        out = _gradient(self.problem, theta)
+        return np.negative(out, out=out)
 
     def jac(self, theta: np.ndarray) -> np.ndarray:
         """``d(-G)/d theta``: minus the Hessian of the risk where it exists (for stiff solvers)."""
-        return -self.problem.gradient_jacobian(theta)
+        out = _gradient_jacobian(self.problem, theta)
+        return np.negative(out, out=out)
+
+    @property
+    def structured(self) -> bool:
+        """Whether stiff solvers should use :meth:`shifted_factorization` instead of the dense :meth:`jac`."""
+        return _structured(self.problem)
+
+    def shifted_factorization(self):
+        """A reusable factorizer of ``W = sigma I - J`` (``J`` this field's Jacobian) for d = 1 densities, in
+        O(H log H) per run without any ``n x n`` matrix (:class:`~reluflow.kernels.structured1d.ShiftedSystem`)."""
+        from reluflow.kernels.structured1d import ShiftedSystem
+
+        return ShiftedSystem(self.problem.table_arrays, self.problem.width, self.name)
 
     def prepare(self, theta0: np.ndarray) -> np.ndarray:
         """Initial states for this flow (the standard flow starts where it is told)."""
@@ -114,7 +154,19 @@ class NormalizedFlow:
         return FlowEvaluation(risk=risk, gradient=grad, velocity=-tangent_projection(self.problem, theta, grad))
 
     def rhs(self, theta: np.ndarray) -> np.ndarray:
-        return -tangent_projection(self.problem, theta, self.problem.generalized_gradient(theta))
+        out = tangent_projection(self.problem, theta, _gradient(self.problem, theta))
+        return np.negative(out, out=out)
+
+    @property
+    def structured(self) -> bool:
+        """Whether stiff solvers should use :meth:`shifted_factorization` instead of the dense :meth:`jac`."""
+        return _structured(self.problem)
+
+    def shifted_factorization(self):
+        """A reusable factorizer of ``W = sigma I - J`` for this field (:meth:`StandardFlow.shifted_factorization`)."""
+        from reluflow.kernels.structured1d import ShiftedSystem
+
+        return ShiftedSystem(self.problem.table_arrays, self.problem.width, self.name)
 
     def jac(self, theta: np.ndarray) -> np.ndarray:
         """``dF/dtheta`` of ``F = -P G`` (for stiff solvers), from the exact Jacobian ``J = dG/dtheta``.
@@ -125,8 +177,8 @@ class NormalizedFlow:
         of ``V`` and ``c`` are ``-J``. A block with ``u_i = 0`` (left unchanged by ``P``) has ``-J`` rows.
         """
         theta = np.asarray(theta, dtype=float)
-        grad = self.problem.generalized_gradient(theta)
-        jac_g = self.problem.gradient_jacobian(theta)
+        grad = _gradient(self.problem, theta)
+        jac_g = _gradient_jacobian(self.problem, theta)
         idx = self.problem.layout.neuron_blocks()  # (H, q)
         u = theta[..., idx]  # (..., H, q)
         gu = grad[..., idx]

@@ -130,6 +130,12 @@ VARIABLE_ATTRS: dict[str, dict[str, Any]] = {
     # known optional extras
     "n_steps": {"units": "1", "long_name": "accepted integrator steps up to the save time"},
     "n_rejected": {"units": "1", "long_name": "rejected integrator steps up to the save time"},
+    "n_rhs": {"units": "1", "long_name": "evaluations of the vector field (of G) for the run"},
+    "n_jac": {
+        "units": "1",
+        "long_name": "evaluations of the Jacobian of the vector field for the run (structured stiff steps: "
+        "factorizations of sigma I - J, each computing the Jacobian's structure)",
+    },
     "critical_distance": {
         "units": "1",
         "long_name": "distance |theta_final - theta_critical| to the certified critical point",
@@ -549,8 +555,9 @@ def build_from_solve_result(
     ``time = result.t``, ``theta = result.y``, ``status``, ``t_final`` from the result;
     ``energy_residual = (L(theta_0) - L(theta_t)) - E_t`` with ``L(theta_0) = saved.initial_risk`` (M,),
     ``L(theta_t) = saved.risk`` (M, T) and ``E_t = result.energy`` (the solver's ``int_0^t |rhs|^2 ds``);
-    ``initial_risk`` is also stored in ``init``; ``n_steps``/``n_rejected`` and ``critical_distance`` go to
-    ``extra``; ``result.info`` is stored as JSON in the global attribute ``solver_info_json``.
+    ``initial_risk`` is also stored in ``init``; ``n_steps``/``n_rejected``, the per-run evaluation counts
+    ``n_rhs``/``n_jac`` and ``critical_distance`` go to ``extra``; ``result.info`` is stored as JSON in the
+    global attribute ``solver_info_json``.
     """
     y = np.asarray(result.y)
     if y.ndim != 3:
@@ -563,11 +570,15 @@ def build_from_solve_result(
     if "initial_risk" in init:
         raise ValueError("init['initial_risk']: taken from the saved diagnostics")
     init["initial_risk"] = initial_risk
-    for name in ("n_steps", "n_rejected", "critical_distance"):
+    for name in ("n_steps", "n_rejected", "critical_distance", "n_rhs", "n_jac"):
         if name in (extra or {}):
             raise ValueError(f"extra[{name!r}]: taken from the solver's result and the certificate")
     extra = {"critical_distance": np.asarray(certificate.distance), **(extra or {}),
              "n_steps": np.asarray(result.n_steps), "n_rejected": np.asarray(result.n_rejected)}
+    for name in ("n_rhs", "n_jac"):  # per-run evaluation counts, when the solver reports them
+        counts = getattr(result, f"{name}_run", None)
+        if counts is not None:
+            extra[name] = (("run",), np.asarray(counts, dtype=np.int64))
     attrs = dict(info.attrs or {})
     attrs["solver_info_json"] = _config_json(result.info)
     runs = RunArrays(

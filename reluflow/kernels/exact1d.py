@@ -54,7 +54,8 @@ import numpy as np
 from reluflow.model.network import check_theta, n_params
 from reluflow.model.piecewise import PiecewiseTable
 
-__all__ = ["risk_and_gradient", "TableArrays", "prepare", "gauss_legendre", "required_quad_nodes"]
+__all__ = ["risk_and_gradient", "risk_and_gradient_rows", "TableArrays", "prepare", "gauss_legendre",
+           "required_quad_nodes"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -184,6 +185,12 @@ def risk_and_gradient(theta, table: PiecewiseTable, width: int) -> tuple[np.ndar
     theta2d, batch, H, arrays = check_inputs(theta, table, width)
     risk, grad = _rows(theta2d, H, arrays)
     return risk.reshape(batch), grad.reshape(batch + (theta2d.shape[1],))
+
+
+def risk_and_gradient_rows(theta2d: np.ndarray, H: int, arrays: TableArrays) -> tuple[np.ndarray, np.ndarray]:
+    """``risk (M,)``, ``grad (M, n)`` of a validated float64 ``theta2d (M, n)`` with prepared ``arrays``
+    (:func:`prepare`, done once per table by the caller): the algorithm without the per-call checks."""
+    return _rows(theta2d, H, arrays)
 
 
 def _horner(coefficients: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -38,7 +38,29 @@ from numba import njit
 
 from reluflow.kernels.exact1d import check_inputs
 
-__all__ = ["risk_and_gradient"]
+__all__ = ["risk_and_gradient", "kernel_arguments", "risk_and_gradient_rows"]
+
+
+def kernel_arguments(arrays) -> tuple:
+    """The table's part of the arguments of the compiled kernel, from checked ``TableArrays``
+    (:func:`reluflow.kernels.exact1d.prepare`): fixed for a problem, so a caller that evaluates many batches
+    builds it once (:class:`reluflow.Problem` does)."""
+    target_pow = tuple(np.ascontiguousarray(arrays.target_poly[:, :, p]) for p in range(arrays.target_poly.shape[2]))
+    density_pow = tuple(np.ascontiguousarray(arrays.density_poly[:, p]) for p in range(arrays.density_poly.shape[1]))
+    nodes = tuple(float(t) for t in arrays.nodes)
+    weights = tuple(float(t) for t in arrays.weights)
+    return (arrays.knots, arrays.target_poly, target_pow, arrays.sines, arrays.density_poly, density_pow, nodes,
+            weights, ((0,) * len(target_pow), (0,) * len(density_pow)))
+
+
+def risk_and_gradient_rows(theta2d: np.ndarray, H: int, arguments: tuple, risk=None, grad=None):
+    """``risk (M,)``, ``grad (M, n)`` of a C-contiguous float64 ``theta2d (M, n)`` with finite entries, with the
+    table's :func:`kernel_arguments`: no validation (the caller's), no per-call preparation of the table."""
+    M, n = theta2d.shape
+    risk = np.empty(M) if risk is None else risk
+    grad = np.empty((M, n)) if grad is None else grad
+    _rows(theta2d, H, *arguments, risk, grad)
+    return risk, grad
 
 
 def risk_and_gradient(theta, table, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,18 +70,8 @@ def risk_and_gradient(theta, table, width: int) -> tuple[np.ndarray, np.ndarray]
     ``theta (..., n)`` with ``n = 2 H + k H + k`` -> ``risk (...)``, ``grad (..., n)``.
     """
     theta2d, batch, H, arrays = check_inputs(theta, table, width)
-    M, n = theta2d.shape
-    risk = np.empty(M)
-    grad = np.empty((M, n))
-    target_pow = tuple(np.ascontiguousarray(arrays.target_poly[:, :, p]) for p in range(arrays.target_poly.shape[2]))
-    density_pow = tuple(np.ascontiguousarray(arrays.density_poly[:, p]) for p in range(arrays.density_poly.shape[1]))
-    nodes = tuple(float(t) for t in arrays.nodes)
-    weights = tuple(float(t) for t in arrays.weights)
-    _rows(
-        theta2d, H, arrays.knots, arrays.target_poly, target_pow, arrays.sines, arrays.density_poly, density_pow,
-        nodes, weights, ((0,) * len(target_pow), (0,) * len(density_pow)), risk, grad,
-    )  # fmt: skip
-    return risk.reshape(batch), grad.reshape(batch + (n,))
+    risk, grad = risk_and_gradient_rows(theta2d, H, kernel_arguments(arrays))
+    return risk.reshape(batch), grad.reshape(batch + (theta2d.shape[1],))
 
 
 # error_model="numpy": IEEE semantics for -b / 0 (that value is never used), no ZeroDivisionError branch.
@@ -127,6 +139,14 @@ def _rows(theta, H, knots, target_poly, target_pow, sines, density_poly, density
     for row in range(M):
         th = theta[row]
         grad = grad_out[row]
+        finite = True  # a non-finite row (a solver's overflowing trial state) gets NaN, never garbage indices
+        for p in range(th.shape[0]):
+            if not np.isfinite(th[p]):
+                finite = False
+        if not finite:
+            risk_out[row] = np.nan
+            grad[:] = np.nan
+            continue
 
         # --- 1. every neuron switches on (w > 0, or w = 0 < b) or off (otherwise) at clip(xi, a, b) --
         # (at a when w = 0). Kinks strictly inside (a, b) are collected for sorting; a neuron whose

@@ -76,7 +76,7 @@ import numpy as np
 
 from reluflow.kernels.exact1d import check_inputs, neuron_events
 
-__all__ = ["gradient_jacobian"]
+__all__ = ["gradient_jacobian", "gradient_jacobian_rows"]
 
 
 BACKENDS = ("numba", "numpy")
@@ -103,13 +103,17 @@ def gradient_jacobian(theta, table, width: int, backend: str = "numba") -> np.nd
         raise ValueError(f"backend: must be one of {list(BACKENDS)}, got {backend!r}")
     theta2d, batch, H, arrays = check_inputs(theta, table, width)
     n = theta2d.shape[1]
-    if backend == "numba":
-        from reluflow.kernels.jacobian1d_numba import gradient_jacobian_rows
+    return gradient_jacobian_rows(theta2d, H, arrays, backend).reshape(batch + (n, n))
 
-        jac = gradient_jacobian_rows(theta2d, H, arrays)
-    else:
-        jac = _rows(theta2d, H, arrays)
-    return jac.reshape(batch + (n, n))
+
+def gradient_jacobian_rows(theta2d: np.ndarray, H: int, arrays, backend: str = "numba") -> np.ndarray:
+    """``J (M, n, n)`` of a validated C-contiguous float64 ``theta2d (M, n)`` with prepared ``TableArrays``
+    (:func:`reluflow.kernels.exact1d.prepare`, done once per table by the caller); no per-call checks."""
+    if backend == "numba":
+        from reluflow.kernels.jacobian1d_numba import gradient_jacobian_rows as compiled_rows
+
+        return compiled_rows(theta2d, H, arrays)
+    return _rows(theta2d, H, arrays)
 
 
 def _horner(coefficients: np.ndarray, x: np.ndarray) -> np.ndarray:

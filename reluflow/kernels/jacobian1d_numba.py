@@ -175,6 +175,13 @@ def _rows(theta, H, knots, target_poly, sines, density_poly, nodes, weights, jac
     rho = np.empty(H)
     pair = np.empty((7, H, H))
     for row in range(M):
+        finite = True  # a non-finite row (a solver's overflowing trial state) gets NaN, never garbage indices
+        for p in range(theta.shape[1]):
+            if not np.isfinite(theta[row, p]):
+                finite = False
+        if not finite:
+            jac_out[row] = np.nan
+            continue
         _row(theta[row], H, knots, target_poly, sines, density_poly, nodes, weights, knot_p, knot_f, end_p, end_f,
              pos_p, pos_f, switches_on, inside, lo, hi, xi, F_lo, F_hi, T_diag, U, S, rho, pair, jac_out[row])  # fmt: skip
 

@@ -79,7 +79,7 @@ from reluflow.kernels.exact1d import check_inputs
 from reluflow.kernels.exact1d_numba import risk_and_gradient
 from reluflow.kernels.jacobian1d import gradient_jacobian
 
-__all__ = ["FLOWS", "METHODS", "ShiftedJacobianFactorization", "dense_below_width", "factorize",
+__all__ = ["FLOWS", "METHODS", "ShiftedJacobianFactorization", "ShiftedSystem", "dense_below_width", "factorize",
            "jacobian_vector_product", "velocity_jacobian"]  # fmt: skip
 
 FLOWS = ("standard", "normalized")
@@ -177,6 +177,59 @@ class ShiftedJacobianFactorization:
         out = np.empty_like(rhs2d)
         self._solve_rows(rhs2d, out)
         return out.reshape(rhs.shape)
+
+
+class ShiftedSystem:
+    """The structured factorization of ``W = sigma I - J`` as a reusable object, for a stiff solver's step loop.
+
+    Made once per problem (``arrays`` the checked :class:`~reluflow.kernels.exact1d.TableArrays`, ``width`` = H,
+    ``flow`` as in :func:`factorize`); :meth:`factor` factorizes the systems of a batch of runs into buffers
+    kept between calls (no per-call validation or allocation), :meth:`solve` solves with the last factors.
+    Arithmetic: that of :func:`factorize` with ``method="structured"`` (the same kernels), so the same numbers.
+    """
+
+    def __init__(self, arrays, width: int, flow: str = "standard"):
+        self.normalized = _check_flow(flow)
+        self.arrays = arrays
+        self.H = int(width)
+        self.k = arrays.output_dim
+        self.n = (2 + self.k) * self.H + self.k
+        self.row_of, self.kl, self.ku = _band_layout(self.H, self.k)
+        self._nodes = np.array(arrays.nodes)
+        self._weights = np.array(arrays.weights)
+        self._capacity = 0
+        self._m = 0
+
+    def _reserve(self, m: int) -> None:
+        if m <= self._capacity:
+            return
+        N = self.row_of.size
+        self.band = np.empty((m, N, 2 * self.kl + self.ku + 1))
+        self.piv, self.u_first, self.l_count = (np.empty((m, N), dtype=np.int64) for _ in range(3))
+        self.order = np.empty((m, self.H), dtype=np.int64)
+        self.ok = np.empty(m, dtype=np.bool_)
+        self._capacity = m
+
+    def factor(self, theta2d: np.ndarray, sigma1d: np.ndarray) -> np.ndarray:
+        """Factorize ``sigma1d[r] I - J(theta2d[r])`` for every row (C-contiguous float64 ``(m, n)``, finite,
+        and ``(m,)`` positive); returns ``ok (m,)``, False where ``W`` is singular."""
+        m = theta2d.shape[0]
+        self._reserve(m)
+        self._m = m
+        a = self.arrays
+        _kernel.factor_rows(
+            theta2d, sigma1d, self.H, a.knots, a.target_poly, a.sines, a.density_poly, self._nodes, self._weights,
+            self.normalized, self.row_of, self.kl, self.ku, self.band[:m], self.piv[:m], self.u_first[:m],
+            self.l_count[:m], self.order[:m], self.ok[:m],
+        )  # fmt: skip
+        return self.ok[:m]
+
+    def solve(self, rhs2d: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out[r] = W_r^{-1} rhs2d[r]`` with the factors of the last :meth:`factor` (NaN where not ok)."""
+        m = self._m
+        _kernel.solve_rows(self.band[:m], self.piv[:m], self.u_first[:m], self.l_count[:m], self.order[:m],
+                           self.ok[:m], self.row_of, self.kl, self.ku, self.H, self.k, rhs2d, out)
+        return out
 
 
 def factorize(theta, sigma, table, width: int, flow: str = "standard", method: str = "auto") -> ShiftedJacobianFactorization:

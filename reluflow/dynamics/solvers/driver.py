@@ -72,6 +72,16 @@ class StepEstimate:
     valid: np.ndarray | None = None
     f_new: np.ndarray | None = None
     n_rhs: int = 0
+    #: per row: rows passed to ``rhs`` (``None``: ``n_rhs / m`` each) and to ``jac`` or a factorization
+    #: (``None``: none) during the step
+    rhs_rows: np.ndarray | None = None
+    jac_rows: np.ndarray | None = None
+    #: per row: whether ``f_new`` holds ``f(y_new)`` (``None``: every row, when ``f_new`` is given)
+    f_known: np.ndarray | None = None
+    #: for a method that switches per run (:mod:`~reluflow.dynamics.solvers.switching`): which rows took a
+    #: stiff step, and the sub-estimates ``((rows, estimate), ...)`` when the batch was split
+    stiff: np.ndarray | None = None
+    parts: tuple | None = None
 
 
 def check_states(y0) -> np.ndarray:
@@ -144,6 +154,71 @@ def row_checks(x):
     return sq, finite
 
 
+#: per-row outcome codes of :func:`_advance` (``CONTINUE``, or a :class:`Status`)
+CONTINUE = -1
+
+
+@njit(cache=True)
+def _advance(ok, land, t, t_after, energy, increment, n_acc, n_rej, h, sidx, y, f, rows, save_times,
+             divergence_bound, gtol, max_steps, underflow, gave_up, rec_y, rec_energy, rec_steps, rec_rejected,
+             outcome):  # fmt: skip
+    """The loop's bookkeeping after the accepted rows' states ``y`` and ``f(y)`` are in place (module docstring):
+    per row, the new time and energy, divergence, the records at every save time equal to the landing time,
+    and the stopping tests, in the order and with the arithmetic of the loop. ``t``, ``energy``, ``sidx`` are
+    updated in place; ``outcome[i]`` is :data:`CONTINUE` or the row's :class:`Status`. ``gtol < 0``: no test;
+    ``underflow = 0``: no step-size test; ``gave_up``: empty or the controller's verdict per row."""
+    m, n = y.shape
+    T = save_times.shape[0]
+    for i in range(m):
+        accepted = ok[i]
+        y_sq = 0.0
+        f_sq = 0.0
+        diverged = False
+        if accepted:
+            t[i] = t_after[i]
+            energy[i] = energy[i] + increment[i]
+            y_finite = True
+            f_finite = True
+            for c in range(n):
+                v = y[i, c]
+                y_sq += v * v
+                if not np.isfinite(v):
+                    y_finite = False
+            for c in range(n):
+                v = f[i, c]
+                f_sq += v * v
+                if not np.isfinite(v):
+                    f_finite = False
+            diverged = (not y_finite) or (not f_finite) or (np.sqrt(y_sq) > divergence_bound)
+        if accepted and land[i] and not diverged:
+            k = sidx[i]
+            while True:
+                r = rows[i]
+                for c in range(n):
+                    rec_y[r, k, c] = y[i, c]
+                rec_energy[r, k] = energy[i]
+                rec_steps[r, k] = n_acc[i]
+                rec_rejected[r, k] = n_rej[i]
+                k += 1
+                if not (k < T and save_times[min(k, T - 1)] == t[i]):
+                    break
+            sidx[i] = k
+        finished = (not diverged) and sidx[i] == T
+        if sidx[i] > T - 1:
+            sidx[i] = T - 1
+        if diverged:
+            outcome[i] = 2  # Status.DIVERGED
+        elif finished:
+            outcome[i] = 0  # Status.FINISHED
+        elif gtol >= 0.0 and accepted and np.sqrt(f_sq) <= gtol:
+            outcome[i] = 1  # Status.CONVERGED
+        elif n_acc[i] + n_rej[i] >= max_steps or h[i] < underflow * max(1.0, t[i]) or (
+                gave_up.shape[0] > 0 and gave_up[i]):
+            outcome[i] = 3  # Status.FAILED
+        else:
+            outcome[i] = CONTINUE
+
+
 class _Recorder:
     """Output arrays of a :class:`SolveResult` and the per-run writes into them."""
 
@@ -155,6 +230,8 @@ class _Recorder:
         self.n_rejected = np.zeros((m, n_times), dtype=np.int64)
         self.status = np.full(m, -1, dtype=np.int8)
         self.t_final = np.full(m, np.nan)
+        self.n_rhs = np.zeros(m, dtype=np.int64)
+        self.n_jac = np.zeros(m, dtype=np.int64)
 
     def record(self, rows, k, y, energy, n_acc, n_rej):
         """Save index ``k[i]`` of run ``rows[i]`` gets state ``y[i]`` (all arrays aligned with ``rows``)."""
@@ -163,10 +240,14 @@ class _Recorder:
         self.n_steps[rows, k] = n_acc
         self.n_rejected[rows, k] = n_rej
 
-    def stop(self, rows, first_unsaved, status, t_final, n_acc, n_rej, y=None, energy=None):
+    def stop(self, rows, first_unsaved, status, t_final, n_acc, n_rej, y=None, energy=None, n_rhs=None, n_jac=None):
         """Run ``rows[i]`` stopped; save indices ``>= first_unsaved[i]`` get ``y``/``energy`` (or stay NaN)."""
         if rows.size == 0:
             return
+        if n_rhs is not None:
+            self.n_rhs[rows] = n_rhs
+        if n_jac is not None:
+            self.n_jac[rows] = n_jac
         later = np.arange(self.T)[None, :] >= first_unsaved[:, None]
         self.n_steps[rows] = np.where(later, n_acc[:, None], self.n_steps[rows])
         self.n_rejected[rows] = np.where(later, n_rej[:, None], self.n_rejected[rows])
@@ -260,6 +341,7 @@ def solve(
         # ---- t = 0: record y0 at the save times equal to 0, classify, choose the first step ----------------
         k0 = int(np.searchsorted(save_times, 0.0, side="right"))
         zeros = np.zeros(m_runs, dtype=np.int64)
+        ones = np.ones(m_runs, dtype=np.int64)
         all_rows = np.arange(m_runs)
         for k in range(k0):
             rec.record(all_rows, np.full(m_runs, k), y0, np.zeros(m_runs), zeros, zeros)
@@ -269,14 +351,15 @@ def solve(
         y_sq, y_finite = row_checks(y0)
         f_sq, f_finite = row_checks(f0)
         stopped = ~y_finite | ~f_finite | (np.sqrt(y_sq) > divergence_bound)
-        rec.stop(all_rows[stopped], first[stopped], Status.DIVERGED, 0.0, zeros[stopped], zeros[stopped])
+        rec.stop(all_rows[stopped], first[stopped], Status.DIVERGED, 0.0, zeros[stopped], zeros[stopped],
+                 n_rhs=1, n_jac=0)
         sel = ~stopped & (k0 == T)
-        rec.stop(all_rows[sel], first[sel], Status.FINISHED, 0.0, zeros[sel], zeros[sel])
+        rec.stop(all_rows[sel], first[sel], Status.FINISHED, 0.0, zeros[sel], zeros[sel], n_rhs=1, n_jac=0)
         stopped |= sel
         if gtol is not None:
             sel = ~stopped & (np.sqrt(f_sq) <= gtol)
             rec.stop(all_rows[sel], first[sel], Status.CONVERGED, 0.0, zeros[sel], zeros[sel],
-                     y=y0[sel], energy=np.zeros(int(sel.sum())))
+                     y=y0[sel], energy=np.zeros(int(sel.sum())), n_rhs=1, n_jac=0)
             stopped |= sel
 
         keep = np.flatnonzero(~stopped)
@@ -290,6 +373,8 @@ def solve(
             "sidx": np.full(m, k0, dtype=np.int64),
             "n_acc": np.zeros(m, dtype=np.int64),
             "n_rej": np.zeros(m, dtype=np.int64),
+            "n_rhs": ones[keep].copy(),
+            "n_jac": zeros[keep].copy(),
         }
         if h0 is not None:
             run["h"] = np.array(h0[keep], dtype=float)
@@ -299,92 +384,94 @@ def solve(
             run["h"], cost = select_initial_step(lambda z: call_rhs(rhs, z), run["y"], run["f"],
                                                  controller.initial_scale(run["y"]), method.error_exponent, t_end)
             n_rhs += cost
+            run["n_rhs"] += 1
         else:
             run["h"] = np.zeros(0)
         memory = _take(controller.memory(m_runs), keep)
         carry = _take(method.memory(m_runs, n), keep)
         method.workspace(m, n)
+        gtol_value = -1.0 if gtol is None else float(gtol)
+        underflow = UNDERFLOW if controller.adaptive else 0.0
+        no_verdict = np.zeros(0, dtype=np.bool_)
 
         # ---- main loop: one attempted step per run still going ---------------------------------------------
         while m:
             y, f, t, energy = run["y"], run["f"], run["t"], run["energy"]
-            failed = np.zeros(m, dtype=bool)
-            bad, cost = method.prepare(y, carry)
-            n_jac += cost
+            bad, jac_rows = method.prepare(y, carry)
+            if jac_rows is not None:
+                run["n_jac"] += jac_rows
+                n_jac += int(jac_rows.sum())
             if bad is not None and bad.any():  # the method cannot step from these states
-                failed |= bad
-                ok = np.zeros(m, dtype=bool)
-                stopped = bad.copy()
-                diverged = finished = converged = np.zeros(m, dtype=bool)
+                outcome = np.where(bad, int(Status.FAILED), CONTINUE)
             else:
                 t_next = save_times[run["sidx"]]
                 h = run["h"]
                 step, land = controller.landing(t, h, t_next, memory)
                 est = method.step(rhs, y, f, step, carry)
                 n_rhs += est.n_rhs
+                run["n_rhs"] += est.n_rhs // m if est.rhs_rows is None else est.rhs_rows
+                if est.jac_rows is not None:
+                    run["n_jac"] += est.jac_rows
+                    n_jac += int(est.jac_rows.sum())
                 err = controller.estimate_norm(step, est, y, energy)
                 valid = np.ones(m, dtype=bool) if est.valid is None else est.valid
                 ok = valid & (err <= 1.0)
-                h_next = controller.update(memory, step, err, ok, valid, run["n_acc"])
+                h_next = controller.update(memory, step, err, ok, valid, run["n_acc"], estimate=est)
                 # a landing step shorter than the proposal must not shrink the step sequence
                 h_next = np.where(ok & land & (step < h), np.maximum(h_next, h), h_next)
                 run["h"] = h_next
 
                 # ---- commit the accepted steps ----
-                acc = np.flatnonzero(ok)
+                all_ok = bool(ok.all())
+                acc = all_rows[:m] if all_ok else np.flatnonzero(ok)
                 run["n_acc"] = run["n_acc"] + ok
                 run["n_rej"] = run["n_rej"] + ~ok
                 if acc.size:
-                    y[acc] = est.y_new[acc]
+                    if all_ok:
+                        y[:] = est.y_new
+                    else:
+                        y[acc] = est.y_new[acc]
                     if post_step is not None:
                         y[acc] = np.asarray(post_step(y[acc]), dtype=float)
+                    need = acc  # rows whose f(y) is evaluated here
                     if est.f_new is not None and post_step is None:
-                        f[acc] = est.f_new[acc]
-                    else:
-                        f[acc] = call_rhs(rhs, y[acc])
-                        n_rhs += acc.size
+                        if est.f_known is None:
+                            f[acc] = est.f_new[acc]
+                            need = acc[:0]
+                        else:
+                            known = est.f_known[acc]
+                            f[acc[known]] = est.f_new[acc[known]]
+                            need = acc[~known]
+                    if need.size:
+                        f[need] = call_rhs(rhs, y[need])
+                        n_rhs += need.size
+                        run["n_rhs"][need] += 1
                     method.accepted(carry, ok)
-                run["t"] = t = np.where(ok, controller.time_after(t, step, t_next, land, run["n_acc"], memory), t)
-                run["energy"] = energy = np.where(ok, energy + est.energy_increment, energy)
-
-                y_sq, y_finite = row_checks(y)
-                f_sq, f_finite = row_checks(f)
-                diverged = ok & (~y_finite | ~f_finite | (np.sqrt(y_sq) > divergence_bound))
-                # record every save time equal to the landing time (repeated save times)
-                hit = ok & land & ~diverged
-                sidx = run["sidx"]
-                while hit.any():
-                    idx = np.flatnonzero(hit)
-                    rec.record(run["rows"][idx], sidx[idx], y[idx], energy[idx], run["n_acc"][idx],
-                               run["n_rej"][idx])
-                    sidx[idx] += 1
-                    hit[idx] = (sidx[idx] < T) & (save_times[np.minimum(sidx[idx], T - 1)] == t[idx])
-                finished = ~diverged & (sidx == T)
-                run["sidx"] = np.minimum(sidx, T - 1)
-                stopped = diverged | finished
-                converged = np.zeros(m, dtype=bool)
-                if gtol is not None:
-                    converged = ok & ~stopped & (np.sqrt(f_sq) <= gtol)
-                    stopped |= converged
-                failed = ~stopped & (run["n_acc"] + run["n_rej"] >= max_steps)
-                if controller.adaptive:
-                    failed |= ~stopped & (run["h"] < UNDERFLOW * np.maximum(1.0, t))
+                t_after = controller.time_after(t, step, t_next, land, run["n_acc"], memory)
                 gave_up = controller.failed(memory)
-                if gave_up is not None:
-                    failed |= ~stopped & gave_up
-                stopped |= failed
+                outcome = np.empty(m, dtype=np.int64)
+                _advance(ok, land, t, np.ascontiguousarray(t_after, dtype=float), energy,
+                         np.ascontiguousarray(est.energy_increment, dtype=float), run["n_acc"], run["n_rej"],
+                         run["h"], run["sidx"], y, f, run["rows"], save_times, float(divergence_bound), gtol_value,
+                         int(max_steps), underflow, no_verdict if gave_up is None else gave_up, rec.y, rec.energy,
+                         rec.n_steps, rec.n_rejected, outcome)  # fmt: skip
 
-            if stopped.any():
-                rows, sidx, n_acc, n_rej = run["rows"], run["sidx"], run["n_acc"], run["n_rej"]
-                for mask, status in ((diverged, Status.DIVERGED), (finished, Status.FINISHED), (failed, Status.FAILED)):
+            if (outcome != CONTINUE).any():
+                done = outcome
+                rows, sidx, n_acc, n_rej, t = run["rows"], run["sidx"], run["n_acc"], run["n_rej"], run["t"]
+                for status in (Status.DIVERGED, Status.FINISHED, Status.FAILED):
                     # t is the time of the last accepted state (for DIVERGED: the offending one)
-                    idx = np.flatnonzero(mask)
-                    first_unsaved = np.where(finished[idx], T, sidx[idx])
-                    rec.stop(rows[idx], first_unsaved, status, t[idx], n_acc[idx], n_rej[idx])
-                idx = np.flatnonzero(converged)
+                    idx = np.flatnonzero(done == status)
+                    first_unsaved = np.full(idx.size, T) if status == Status.FINISHED else sidx[idx]
+                    rec.stop(rows[idx], first_unsaved, status, t[idx], n_acc[idx], n_rej[idx],
+                             n_rhs=run["n_rhs"][idx], n_jac=run["n_jac"][idx])
+                idx = np.flatnonzero(done == Status.CONVERGED)
                 rec.stop(rows[idx], sidx[idx], Status.CONVERGED, t[idx], n_acc[idx], n_rej[idx],
-                         y=y[idx], energy=energy[idx])
-                keep = np.flatnonzero(~stopped)
+                         y=run["y"][idx], energy=run["energy"][idx], n_rhs=run["n_rhs"][idx], n_jac=run["n_jac"][idx])
+                if hasattr(method, "stopped"):  # the method's per-run record of the runs that leave the batch
+                    idx = np.flatnonzero(done != CONTINUE)
+                    method.stopped(carry, idx, rows[idx])
+                keep = np.flatnonzero(done == CONTINUE)
                 run, memory, carry = _take(run, keep), _take(memory, keep), _take(carry, keep)
                 m = keep.size
             reporter.update(run["t"])
@@ -401,4 +488,6 @@ def solve(
         n_rhs=int(n_rhs),
         n_jac=int(n_jac),
         info={},
+        n_rhs_run=rec.n_rhs,
+        n_jac_run=rec.n_jac,
     )

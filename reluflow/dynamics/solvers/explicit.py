@@ -113,7 +113,7 @@ class ExplicitRungeKutta:
         self._err_low = np.empty((m, n)) if self._err_low_terms is not None else None
 
     def prepare(self, y: np.ndarray, memory: dict):
-        return None, 0
+        return None, None
 
     def accepted(self, memory: dict, accepted: np.ndarray) -> None:
         pass

@@ -75,7 +75,7 @@ class EulerStep:
         pass
 
     def prepare(self, y, memory):
-        return None, 0
+        return None, None
 
     def accepted(self, memory, accepted) -> None:
         pass

@@ -44,8 +44,10 @@ class SolveResult:
     t_final : (M,) the flow time each run reached.
     n_steps, n_rejected : (M, T) accepted / rejected steps taken up to each save time.
     n_rhs : total number of right-hand-side evaluations (rows of ``rhs`` summed over calls).
-    n_jac : total number of Jacobian evaluations (rows), 0 for explicit solvers.
+    n_jac : total number of Jacobian evaluations (rows), 0 for explicit solvers; with a structured
+        factorization of ``sigma I - J`` (no dense ``J``), the number of factorizations.
     info : solver name and settings, for provenance.
+    n_rhs_run, n_jac_run : (M,) the same counts per run (they sum to ``n_rhs`` and ``n_jac``).
     """
 
     t: np.ndarray
@@ -58,3 +60,5 @@ class SolveResult:
     n_rhs: int = 0
     n_jac: int = 0
     info: dict = field(default_factory=dict)
+    n_rhs_run: np.ndarray | None = None
+    n_jac_run: np.ndarray | None = None

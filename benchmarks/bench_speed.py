@@ -1,0 +1,293 @@
+"""Speed at the limit and wide networks: every figure is a ratio of times measured in the same run.
+
+Four benchmarks (``python benchmarks/bench_speed.py [lsoda|overhead|auto|width|all]``):
+
+``lsoda``: H = 1, 16 runs of the standard flow, affine target ``2x - 1`` on [0, 1] (uniform law), every parameter
+    N(0, 1) (``bench_flows.py``'s initial states), rtol 1e-10, atol 1e-12, to t = 1e6. Ours: the whole batch with
+    ``auto`` (what ``reluflow.simulate`` uses) and with ``rodas4``. Reference: a Python loop of
+    ``scipy.integrate.solve_ivp(method="LSODA")`` over the runs on the augmented system ``(theta, E)`` with the
+    exact Jacobian (and, with ``--lsoda-fd``, with finite-difference Jacobians: slower). Target: ours at least 30x
+    faster at an equal or smaller energy-identity residual ``|L(theta_0) - L(theta_T) - E(T)| / L(theta_0)``.
+``overhead``: the same case at H = 1 and H = 16: the whole solve against the same solve's own evaluations of G
+    and of the Jacobian done in a tight loop. The solve is run twice: timed, then with every argument passed to
+    the vector field and its Jacobian recorded; the recorded batches are then evaluated again in a loop through
+    the same callables (``StandardFlow.rhs``, ``StandardFlow.jac``: the problem's compiled kernels). Target:
+    solve time at most 3x the loop's.
+``auto``: H = 16, 8 runs, sine target ``sin(2 pi x)``, rtol 1e-8, atol 1e-10, to t_max = 10, 1e3, 1e6: ``auto``
+    against ``dopri5`` and ``rodas4``. Target: ``auto`` within 1.5x of the better of the two at each horizon.
+    ``dopri5`` to 1e6 is not run (stability-limited, its cost grows like t: ~3e7 steps); its time to 1e3 is a
+    lower bound, and already larger than ``rodas4``'s to 1e6.
+``width``: 8 runs, sine target, rtol 1e-8, to t = 1e5 at H = 64, 256, 1024 with ``rodas4`` (the structured
+    factorization of ``sigma I - J`` from the crossover width on): time per attempted step (summed over the runs)
+    and its growth exponent ``p`` in ``t ~ H^p`` (least squares on the logs; ``H log H`` has local exponent 1.17
+    to 1.25 here); ``auto`` to t = 1e6 at H = 1024 (target: within 10 minutes on 2 cores) and at H = 4096; and at
+    H = 64 the dense path (the exact Jacobian and an LU of the (3H+1)^2 matrix per run and step) for comparison.
+
+Timing. Every solver is warmed up first (numba compilation or cache load, on a short run through the same
+paths). Wall time ``time.perf_counter``; CPU time of the process ``time.process_time`` (every kernel is
+single-threaded), which on the shared 2-core machine is less sensitive to other jobs. ``--repeats k`` repeats
+each of our solves k times, interleaved, and keeps the minimum. The 1-minute load average is printed with every
+section: figures measured under load are ratios of times measured in the same run, but the ratio moves with
+the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import scipy
+from scipy.integrate import solve_ivp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_flows import augmented_jacobian, augmented_rhs, initial_states, make_problem  # noqa: E402
+
+from reluflow import Problem  # noqa: E402
+from reluflow.dynamics.flows import StandardFlow  # noqa: E402
+from reluflow.dynamics.solvers.explicit import solve_explicit  # noqa: E402
+from reluflow.dynamics.solvers.rosenbrock import RODAS4, DenseShiftedSystem, solve_rosenbrock  # noqa: E402
+from reluflow.dynamics.solvers.switching import solve_switching  # noqa: E402
+
+SINE = {"kind": "sine", "amplitude": 1.0, "frequency": 6.283185307179586, "phase": 0.0}
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.1f} / {five:.1f} (1 / 5 min, {os.cpu_count()} cores)"
+
+
+def timed(fn, repeats: int = 1):
+    """``(result, wall, cpu)``: the minimum over ``repeats`` calls (the result of the last)."""
+    best_wall = best_cpu = np.inf
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        best_wall = min(best_wall, time.perf_counter() - w)
+        best_cpu = min(best_cpu, time.process_time() - c)
+    return out, best_wall, best_cpu
+
+
+def residuals(problem: Problem, theta0, theta_t, energy) -> np.ndarray:
+    l0 = problem.risk(theta0)
+    return np.abs(l0 - problem.risk(theta_t) - energy) / l0
+
+
+def solver(name: str, flow, y0, times, rtol, atol, **options):
+    """A solve of ``flow`` from ``y0`` with ``name`` (``auto``, ``rodas4``, ``dopri5``, ``rodas4-dense``)."""
+    fact = flow.shifted_factorization() if flow.structured and name != "rodas4-dense" else None
+    stiff = dict(factorization=fact, symmetric_jacobian=flow.name == "standard")  # as reluflow.simulate does
+    rhs, jac = options.pop("rhs", flow.rhs), options.pop("jac", flow.jac)
+    if name == "auto":
+        return solve_switching(rhs, jac, y0, times, **stiff, rtol=rtol, atol=atol, **options)
+    if name.startswith("rodas4"):
+        return solve_rosenbrock(rhs, jac, y0, times, **stiff, rtol=rtol, atol=atol, **options)
+    return solve_explicit(flow.rhs, y0, times, tableau=name, rtol=rtol, atol=atol, **options)
+
+
+def describe(result) -> str:
+    attempted = result.n_steps[:, -1] + result.n_rejected[:, -1]
+    switched = result.info.get("stiff_from_step")
+    extra = "" if switched is None else f", {len(switched)} of {result.y.shape[0]} runs switched to Rodas4"
+    return (f"steps per run max {attempted.max()} (sum {attempted.sum()}), rhs rows {result.n_rhs}, jac rows "
+            f"{result.n_jac}, status {np.bincount(result.status, minlength=4).tolist()}{extra}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def affine_case(width: int, runs: int = 16):
+    problem = make_problem("affine", width)
+    return problem, initial_states(problem, runs, "affine")
+
+
+def bench_lsoda(args) -> None:
+    problem, theta0 = affine_case(1)
+    flow = StandardFlow(problem)
+    rtol, atol, t_max = 1e-10, 1e-12, 1e6
+    print(f"\n=== lsoda: H = 1, {theta0.shape[0]} runs, affine target, rtol {rtol:g}, atol {atol:g}, t = {t_max:g};"
+          f" {load()} ===")
+    for name in ("auto", "rodas4"):
+        solver(name, flow, theta0[:4], [0.0, 1e3], rtol, atol)
+    ours = {}
+    for name in ("auto", "rodas4"):
+        result, wall, cpu = timed(lambda: solver(name, flow, theta0, [0.0, t_max], rtol, atol), args.repeats)
+        res = residuals(problem, theta0, result.y[:, -1], result.energy[:, -1])
+        ours[name] = (wall, cpu, res)
+        print(f"  ours {name:7s}: wall {wall:.3f} s, CPU {cpu:.3f} s; residual max {res.max():.2e}, median"
+              f" {np.median(res):.2e}; {describe(result)}")
+    variants = [("LSODA, exact Jacobian", {"jac": augmented_jacobian(problem)})]
+    if args.lsoda_fd:
+        variants.append(("LSODA, finite-difference Jacobian", {}))
+    atol_aug = np.full(problem.n_params + 1, atol)
+    for label, options in variants:
+        w, c = time.perf_counter(), time.process_time()
+        res, nfev = [], 0
+        for r in range(theta0.shape[0]):
+            sol = solve_ivp(augmented_rhs(problem), (0.0, t_max), np.append(theta0[r], 0.0), method="LSODA",
+                            rtol=rtol, atol=atol_aug, **options)
+            res.append(residuals(problem, theta0[r], sol.y[:-1, -1], sol.y[-1, -1]))
+            nfev += sol.nfev
+        wall, cpu = time.perf_counter() - w, time.process_time() - c
+        res = np.array(res)
+        print(f"  reference [{label}] loop over {theta0.shape[0]} runs: wall {wall:.2f} s, CPU {cpu:.2f} s;"
+              f" residual max {res.max():.2e}, median {np.median(res):.2e}; nfev {nfev}; {load()}")
+        for name, (o_wall, o_cpu, o_res) in ours.items():
+            smaller = o_res.max() <= res.max() and np.median(o_res) <= np.median(res)
+            print(f"  => {name} vs {label}: {wall / o_wall:.1f}x wall, {cpu / o_cpu:.1f}x CPU (target >= 30x);"
+                  f" residual {'<=' if smaller else 'NOT <='} the reference's (max and median)")
+
+
+class Recorder:
+    """The flow's rhs and jac, recording a copy of every batch they are called with."""
+
+    def __init__(self, flow):
+        self.flow = flow
+        self.rhs_calls: list[np.ndarray] = []
+        self.jac_calls: list[np.ndarray] = []
+
+    def rhs(self, y):
+        self.rhs_calls.append(np.array(y))
+        return self.flow.rhs(y)
+
+    def jac(self, y):
+        self.jac_calls.append(np.array(y))
+        return self.flow.jac(y)
+
+
+def bench_overhead(args) -> None:
+    rtol, atol, t_max = 1e-10, 1e-12, 1e6
+    for width in (1, 16):
+        problem, theta0 = affine_case(width)
+        flow = StandardFlow(problem)
+        print(f"\n=== overhead: H = {width}, {theta0.shape[0]} runs, affine target, rtol {rtol:g}, t = {t_max:g};"
+              f" {load()} ===")
+        for name in ("auto", "rodas4"):
+            solver(name, flow, theta0[:4], [0.0, 1e3], rtol, atol)
+            result, wall, cpu = timed(lambda: solver(name, flow, theta0, [0.0, t_max], rtol, atol), args.repeats)
+            recorder = Recorder(flow)
+            again = solver(name, flow, theta0, [0.0, t_max], rtol, atol, rhs=recorder.rhs, jac=recorder.jac)
+            assert np.array_equal(again.y, result.y), "the recorded solve must be the timed one"
+
+            def replay():
+                for y in recorder.rhs_calls:
+                    flow.rhs(y)
+                for y in recorder.jac_calls:
+                    flow.jac(y)
+
+            _, loop_wall, loop_cpu = timed(replay, args.repeats)
+            rows = sum(y.shape[0] for y in recorder.rhs_calls), sum(y.shape[0] for y in recorder.jac_calls)
+            assert rows == (result.n_rhs, result.n_jac)
+            print(f"  {name:7s}: solve wall {wall:.3f} s (CPU {cpu:.3f} s); its {len(recorder.rhs_calls)} calls of G"
+                  f" ({rows[0]} rows) and {len(recorder.jac_calls)} of the Jacobian ({rows[1]} rows) in a tight loop:"
+                  f" wall {loop_wall:.3f} s (CPU {loop_cpu:.3f} s)")
+            print(f"  => solve / own evaluations: {wall / loop_wall:.2f}x wall, {cpu / loop_cpu:.2f}x CPU (target <= 3x);"
+                  f" {describe(result)}")
+            # what the step's dense linear algebra costs by itself: one factorization of sigma I - J and one solve
+            # per stage for each recorded Jacobian (a lower bound: rejected steps refactorize)
+            system = DenseShiftedSystem(symmetric=True)
+            stages = RODAS4.stages
+            jacs = [flow.jac(y) for y in recorder.jac_calls]
+            sigmas = [np.full(j.shape[0], 1.0 / (RODAS4.gamma * 1e-2)) for j in jacs]
+
+            def algebra():
+                for jac, sigma in zip(jacs, sigmas):
+                    system.factor(jac, sigma)
+                    rhs = jac[:, 0]
+                    out = np.empty_like(rhs)
+                    for _ in range(stages):
+                        system.solve(rhs, out)
+
+            _, la_wall, la_cpu = timed(algebra, args.repeats)
+            print(f"     the dense linear algebra of those steps alone (factorization + {stages} solves per Jacobian):"
+                  f" wall {la_wall:.3f} s; solve / (evaluations + linear algebra): {wall / (loop_wall + la_wall):.2f}x")
+
+
+def sine_case(width: int, runs: int = 8, seed: int = 0):
+    problem = Problem.from_config({"network": {"width": width}, "target": SINE})
+    return problem, np.random.default_rng(seed).standard_normal((runs, problem.n_params))
+
+
+def bench_auto(args) -> None:
+    problem, theta0 = sine_case(16)
+    flow = StandardFlow(problem)
+    rtol, atol = 1e-8, 1e-10
+    print(f"\n=== auto: H = 16, 8 runs, sine target, rtol {rtol:g}, atol {atol:g}; {load()} ===")
+    for name in ("auto", "rodas4", "dopri5"):
+        solver(name, flow, theta0, [0.0, 30.0], rtol, atol)  # warm-up through both modes of auto
+    previous_dopri5 = (np.inf, np.inf)
+    for t_max in (10.0, 1e3, 1e6):
+        times = {}
+        for name in ("auto", "dopri5", "rodas4"):
+            if name == "dopri5" and t_max > 1e3:
+                continue
+            result, wall, cpu = timed(lambda: solver(name, flow, theta0, [0.0, t_max], rtol, atol), args.repeats)
+            times[name] = (wall, cpu)
+            print(f"  t_max {t_max:g} {name:7s}: wall {wall:.3f} s, CPU {cpu:.3f} s; {describe(result)}")
+        if "dopri5" not in times:
+            times["dopri5"] = previous_dopri5  # a lower bound: its time to 1e3
+            print(f"  t_max {t_max:g} dopri5 : not run; at least its time to 1e3, wall {previous_dopri5[0]:.3f} s")
+        previous_dopri5 = times["dopri5"]
+        best = min(("dopri5", "rodas4"), key=lambda k: times[k][1])
+        print(f"  => auto / {best} (the better, by CPU): {times['auto'][0] / times[best][0]:.2f}x wall,"
+              f" {times['auto'][1] / times[best][1]:.2f}x CPU (target <= 1.5x); {load()}")
+
+
+def bench_width(args) -> None:
+    rtol, atol = 1e-8, 1e-10
+    print(f"\n=== width: 8 runs, sine target, rtol {rtol:g}, atol {atol:g}; {load()} ===")
+    per_step = {}
+    for width in args.widths:
+        problem, theta0 = sine_case(width)
+        flow = StandardFlow(problem)
+        solver("rodas4", flow, theta0[:2], [0.0, 1e-2], rtol, atol)
+        result, wall, cpu = timed(lambda: solver("rodas4", flow, theta0, [0.0, 1e5], rtol, atol))
+        attempted = int((result.n_steps[:, -1] + result.n_rejected[:, -1]).sum())
+        per_step[width] = cpu / attempted
+        print(f"  H = {width:5d} rodas4 to 1e5 ({result.info['linear_algebra']}): wall {wall:.2f} s, CPU {cpu:.2f} s;"
+              f" CPU per run-step {1e3 * per_step[width]:.3f} ms; {describe(result)}; {load()}")
+    widths = np.array(sorted(per_step), dtype=float)
+    if widths.size >= 2:
+        p = np.polyfit(np.log(widths), np.log([per_step[w] for w in sorted(per_step)]), 1)[0]
+        hlogh = np.polyfit(np.log(widths), np.log(widths * np.log(widths)), 1)[0]
+        print(f"  => time per step ~ H^{p:.2f} over H = {', '.join(str(int(w)) for w in widths)}"
+              f" (H log H over the same widths: H^{hlogh:.2f}); target: at most like H log H")
+    if args.dense_width:
+        problem, theta0 = sine_case(args.dense_width)
+        flow = StandardFlow(problem)
+        solver("rodas4-dense", flow, theta0[:2], [0.0, 1e-2], rtol, atol)
+        result, wall, cpu = timed(lambda: solver("rodas4-dense", flow, theta0, [0.0, 1e5], rtol, atol))
+        attempted = int((result.n_steps[:, -1] + result.n_rejected[:, -1]).sum())
+        print(f"  H = {args.dense_width:5d} rodas4 to 1e5, DENSE Jacobian + LU: wall {wall:.2f} s, CPU {cpu:.2f} s;"
+              f" CPU per run-step {1e3 * cpu / attempted:.3f} ms; {describe(result)}")
+    for width in args.long_widths:
+        problem, theta0 = sine_case(width)
+        flow = StandardFlow(problem)
+        solver("auto", flow, theta0[:2], [0.0, 1e-2], rtol, atol)
+        result, wall, cpu = timed(lambda: solver("auto", flow, theta0, [0.0, args.long_t], rtol, atol))
+        print(f"  H = {width:5d} auto to {args.long_t:g}: wall {wall:.1f} s ({wall / 60:.1f} min), CPU {cpu:.1f} s;"
+              f" {describe(result)}; {load()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("benchmark", nargs="?", choices=("lsoda", "overhead", "auto", "width", "all"), default="all")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each of our solves (minimum kept)")
+    parser.add_argument("--lsoda-fd", action="store_true", help="also LSODA with finite-difference Jacobians (slow)")
+    parser.add_argument("--widths", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--dense-width", type=int, default=64, help="width of the dense comparison (0: none)")
+    parser.add_argument("--long-widths", type=int, nargs="*", default=[1024, 4096])
+    parser.add_argument("--long-t", type=float, default=1e6)
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
+    print(f"bench_speed: numpy {np.__version__}, scipy {scipy.__version__}; {load()}")
+    for name, fn in (("lsoda", bench_lsoda), ("overhead", bench_overhead), ("auto", bench_auto),
+                     ("width", bench_width)):
+        if args.benchmark in (name, "all"):
+            fn(args)
+
+
+if __name__ == "__main__":
+    main()
