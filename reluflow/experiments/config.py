@@ -15,6 +15,7 @@ This module only reads and checks data; it runs nothing and never evaluates conf
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -104,6 +105,39 @@ def resolve_flow(key: str, raw) -> FlowSettings:
     return FlowSettings.from_config(raw, key)
 
 
+_PATH_TOKEN = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+
+
+def _written_in(raw: Any, path: str) -> bool:
+    """Whether the dotted key path ``path`` (``problem.network.width``, ``flows[0].rtol``) is written in ``raw``
+    down to its last part or to a part that replaces its base whole (:data:`REPLACED_WHOLE`, a list)."""
+    node = raw
+    for name, index in _PATH_TOKEN.findall(path):
+        if index:
+            return True  # a list replaces the scenario's whole
+        if not isinstance(node, Mapping) or name not in node:
+            return False
+        if name in REPLACED_WHOLE:
+            return True
+        node = node[name]
+    return True
+
+
+def _resolve_case_naming_the_origin(scenario: Mapping, case_raw: Mapping, case_key: str, scenario_key: str) -> Case:
+    """:func:`_resolve_case`, whose errors name the key where the offending value is written: the case's, or
+    the scenario's when the case inherits it (a case is the scenario's settings merged with its own)."""
+    try:
+        return _resolve_case(scenario, case_raw, case_key)
+    except ConfigError as err:
+        message = str(err)
+        prefix = case_key + "."
+        if case_key != scenario_key and message.startswith(prefix):
+            path = message[len(prefix):].split(":", 1)[0]
+            if not _written_in(case_raw, path):
+                raise ConfigError(scenario_key + "." + message[len(prefix):]) from None
+        raise
+
+
 def _resolve_case(scenario: Mapping, case_raw: Mapping, key: str) -> Case:
     merged = deep_merge({k: scenario[k] for k in ("problem", "init", "flows", "batch_size") if k in scenario},
                         {k: v for k, v in case_raw.items() if k not in ("name", "label")})
@@ -159,7 +193,7 @@ def resolve_scenarios(config: Mapping[str, Any]) -> dict[str, list[Case]]:
     if not isinstance(scenarios, list) or not scenarios:
         fail("scenarios", "must be a non-empty list of scenarios")
     out: dict[str, list[Case]] = {}
-    case_keys: dict[tuple[str, str], str] = {}
+    case_keys: dict[tuple[str, str], dict] = {}
     for i, raw in enumerate(scenarios):
         key = f"scenarios[{i}]"
         check_mapping(key, raw, optional=_SCENARIO_KEYS)
@@ -176,13 +210,19 @@ def resolve_scenarios(config: Mapping[str, Any]) -> dict[str, list[Case]]:
             fail(subkey(key, "cases"), "must be a non-empty list of cases (or be left out)")
         cases = []
         for j, case_raw in enumerate(cases_raw):
-            # errors name the case only where the configuration has cases
+            # errors name the case where it writes the offending value, else the scenario
             case_key = f"{key}.cases[{j}]" if explicit else key
             check_mapping(case_key, case_raw, optional=_CASE_KEYS)
-            case = _resolve_case(scenario, case_raw, case_key)
+            case = _resolve_case_naming_the_origin(scenario, case_raw, case_key, key)
             kind.check_case(case.to_dict(), case_key)
             cases.append(case)
-            case_keys[(name, case.name)] = case_key
+            # where each setting of the case was written: the case, or the scenario it inherits from
+            network = case_raw.get("problem", {}).get("network", {}) if isinstance(case_raw.get("problem"), Mapping) else {}
+            case_keys[(name, case.name)] = {
+                "init": case_key if "init" in case_raw else key,
+                "batch_size": case_key if "batch_size" in case_raw else key,
+                "width": case_key if isinstance(network, Mapping) and "width" in network else key,
+            }
         names = [c.name for c in cases]
         dup = sorted({x for x in names if names.count(x) > 1})
         if dup:

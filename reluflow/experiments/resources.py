@@ -90,15 +90,18 @@ def _size(nbytes: float) -> str:
     return f"{nbytes / 2**10:.3g} kB"
 
 
-def check_resources(scenarios: Mapping[str, list], case_keys: Mapping[tuple[str, str], str], limits: Limits) -> None:
+def check_resources(scenarios: Mapping[str, list], case_keys: Mapping[tuple[str, str], Mapping[str, str]],
+                    limits: Limits) -> None:
     """Refuse a resolved configuration whose jobs would not fit. ``scenarios``: name -> cases of
-    :func:`reluflow.experiments.config.resolve_scenarios`; ``case_keys``: (scenario, case) -> the key path of
-    the case's settings (``scenarios[1].cases[0]``, or ``scenarios[1]`` without cases)."""
+    :func:`reluflow.experiments.config.resolve_scenarios`; ``case_keys``: (scenario, case) -> for ``init``,
+    ``batch_size`` and ``width``, the key path where the case's value was written (``scenarios[1].cases[0]``,
+    or ``scenarios[1]`` when the case inherits it), so that the error names the key to change."""
     jobs = {}
     for name, cases in scenarios.items():
         for case in cases:
-            key = case_keys[(name, case.name)]
-            jobs[key] = case.n_batches * len(case.flows)
+            keys = case_keys[(name, case.name)]
+            jobs[f"{keys['init']}.init.n_runs"] = jobs.get(f"{keys['init']}.init.n_runs", 0) + case.n_batches * len(
+                case.flows)
             runs = min(case.batch_size, case.n_runs)
             net = case.problem["network"]
             n = (net.get("input_dim", 1) + 1 + net.get("output_dim", 1)) * net["width"] + net.get("output_dim", 1)
@@ -109,7 +112,7 @@ def check_resources(scenarios: Mapping[str, list], case_keys: Mapping[tuple[str,
                     continue
                 one_run = case_job_bytes(case, flow, runs=1) > limits.job_memory_bytes
                 fail(
-                    f"{key}.problem.network.width" if one_run else f"{key}.batch_size",
+                    f"{keys['width']}.problem.network.width" if one_run else f"{keys['batch_size']}.batch_size",
                     f"a simulate job of case {case.name!r}, flow {flow.label!r} ({runs} runs of {n} parameters, "
                     f"{saves} saves) needs about {_size(need)}, more than the {_size(limits.job_memory_bytes)} a "
                     f"job may use (limits.job_memory_mb); "
@@ -119,7 +122,7 @@ def check_resources(scenarios: Mapping[str, list], case_keys: Mapping[tuple[str,
     if total > limits.jobs:
         worst = max(jobs, key=jobs.get)
         fail(
-            f"{worst}.init.n_runs",
+            worst,
             f"the configuration asks for {total} simulate jobs ({jobs[worst]} of them here), more than "
             f"{limits.jobs} (limits.jobs): Snakemake would plan them for minutes; use fewer runs or a larger "
             f"batch_size",
