@@ -261,9 +261,7 @@ class Problem:
         :meth:`risk_and_gradient` (the fast path of the vector fields): the same numbers, except that a row
         with a non-finite entry gives NaN instead of an error (a solver's trial state may overflow)."""
         if self.table is not None and self._backend == "numba":  # the compiled kernel checks each row itself
-            from reluflow.kernels.exact1d_numba import risk_and_gradient_rows
-
-            return risk_and_gradient_rows(theta2d, self.width, self._compiled_arguments)
+            return self._exact_kernel()(theta2d)
         finite = _finite_rows(theta2d)
         if not finite.all():
             risk = np.full(theta2d.shape[0], np.nan)
@@ -281,9 +279,20 @@ class Problem:
             measure = self.discrete_measure
             return discrete.risk_and_gradient(theta2d, measure.points, measure.weights, self._target_values,
                                               self.width)
+        return self._exact_kernel()(theta2d)
+
+    def _exact_kernel(self):
+        """The d = 1 kernel of the chosen backend as ``rows(theta2d) -> (risk, grad)``, with the table's
+        arrays prepared once (every d = 1 evaluation of ``L`` and ``G`` goes through here)."""
+        if self._backend == "numba":
+            from reluflow.kernels.exact1d_numba import risk_and_gradient_rows
+
+            arguments = self._compiled_arguments
+            return lambda theta2d: risk_and_gradient_rows(theta2d, self.width, arguments)
         from reluflow.kernels.exact1d import risk_and_gradient_rows
 
-        return risk_and_gradient_rows(theta2d, self.width, self.table_arrays)
+        arrays = self.table_arrays
+        return lambda theta2d: risk_and_gradient_rows(theta2d, self.width, arrays)
 
     def gradient_jacobian_rows(self, theta2d: np.ndarray) -> np.ndarray:
         """``dG/dtheta (M, n, n)`` of a C-contiguous float64 ``theta2d (M, n_params)`` without the checks of
