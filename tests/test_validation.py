@@ -106,14 +106,19 @@ BAD = [
     # d = 1 only kinds with d > 1, and d > 1 shapes
     ("target.kind", target({"kind": "hat", "center": 0.5, "half_width": 0.1}, BASE_2D)),
     ("target.kind", target({"kind": "piecewise_linear", "knots": [0.0, 1.0], "values": [0.0, 1.0]}, BASE_2D)),
-    ("target.terms[0].kind", target({"kind": "sum", "terms": [{"kind": "polynomial", "coefficients": [1.0]}]}, BASE_2D)),
+    ("target.kind", target({"kind": "abs"}, BASE_2D)),
+    # a polynomial's coefficient list is d = 1 syntax; in d > 1 its monomials are given as terms
+    ("target.terms[0].coefficients",
+     target({"kind": "sum", "terms": [{"kind": "polynomial", "coefficients": [1.0]}]}, BASE_2D)),
     ("target.frequency", target({"kind": "sine", "frequency": [1.0, 2.0, 3.0]}, BASE_2D)),
     ("target.frequency", target({"kind": "sine", "frequency": 1.0}, BASE_2D)),
     ("target.slope", target({"kind": "affine", "slope": 1.0}, BASE_2D)),
     ("target.slope", target({"kind": "affine", "slope": [[1.0, 2.0, 3.0]]}, BASE_2D)),
     # densities
-    ("measure.kind", measure({"kind": "gaussian"})),
-    ("measure.kind", measure({"kind": "uniform"}, BASE_2D)),
+    # a gaussian law has no domain: one given with it would be silently ignored, so it is refused
+    ("domain", measure({"kind": "gaussian"})),
+    ("measure.kind", measure({"kind": "triangular"}, BASE_2D)),
+    ("measure.kind", measure({"kind": "polynomial_density", "coefficients": [[1.0]]})),
     ("measure", changed(BASE_2D, ("measure",), ...)),
     ("measure.mode", measure({"kind": "triangular", "mode": 1.5})),
     ("measure.low", measure({"kind": "uniform", "low": 0.0})),
