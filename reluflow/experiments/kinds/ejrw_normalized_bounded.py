@@ -169,9 +169,9 @@ def draw(spec, datasets, summary, verdict):
             title="last finite point of runs that stopped early",
         )
     fig.suptitle(
-        r"EJRW: normalized gradient flow on $M = \{|w_i|^2 + b_i^2 = 1\}$ stays bounded for Lipschitz "
-        "targets (proved for d = H = k = 1; H > 1 is beyond the theorem, open);\nstandard GF from the same "
-        "realizations for comparison (lines: median over the runs still integrated, bands: smallest to largest run)",
+        r"EJRW: the normalized gradient flow on $M = \{|w_i|^2 + b_i^2 = 1\}$ stays bounded for Lipschitz targets "
+        "(proved for d = H = k = 1;\nH > 1 is beyond the theorem, open). Standard GF from the same realizations for "
+        "comparison (lines: median over the runs\nstill integrated, bands: smallest to largest run)",
         fontsize=7.5,
     )
     return fig
