@@ -14,6 +14,9 @@ Evaluation paths:
   :class:`~reluflow.model.piecewise.PiecewiseTable` of target and density, from :mod:`reluflow.kernels.exact1d_numba`
   (numba, ``backend="numba"``, the default) or :mod:`reluflow.kernels.exact1d` (pure numpy, ``backend="numpy"``);
   the kernel module is imported on first use;
+- ``d = 2`` with a density on the square (``uniform``, ``polynomial_density``): :mod:`reluflow.kernels.exact2d`
+  (``_numba``) on the :class:`~reluflow.kernels.exact2d.PlanarProblemData` of target and density;
+- a ``gaussian`` law (any ``d``, no domain): :mod:`reluflow.kernels.gaussian` (``_numba``);
 - a discrete measure (any ``d``): :func:`reluflow.kernels.discrete.risk_and_gradient`, exact for that measure.
 
 Every configuration error raises :class:`~reluflow.model.validation.ConfigError` naming the key, inside
@@ -354,8 +357,10 @@ class Problem:
     def gradient_jacobian(self, theta) -> np.ndarray:
         """``dG/dtheta`` (the Hessian of the risk where it exists), shape ``batch + (n_params, n_params)``.
 
-        Exact for d = 1 laws with a density, including the terms from kinks that move with the
-        parameters (:mod:`reluflow.kernels.jacobian1d`); used by the stiff solvers.
+        Exact for laws with a density: d = 1, including the terms from kinks that move with the parameters
+        (:mod:`reluflow.kernels.jacobian1d`); d = 2 on a square, with the line terms of the moving lines
+        (:mod:`reluflow.kernels.exact2d`); Gaussian inputs (:mod:`reluflow.kernels.gaussian`). Used by the stiff
+        solvers and the classification of end points.
         """
         if not self.has_jacobian:
             raise ValueError("gradient_jacobian: only available for input laws with a density (not discrete measures)")
