@@ -20,62 +20,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from reluflow.kernels.dense_lu import lu_factor_shifted, lu_solve_into
+
+# the table's density and target on an interval: the exact Jacobian's own compiled helpers
+from reluflow.kernels.jacobian1d_numba import _density, _interval_left, _interval_right, _target
+
 # IEEE semantics for -b / 0 (the kink of a neuron with w = 0 is never used), no ZeroDivisionError branch.
 _JIT = {"cache": True, "error_model": "numpy"}
 _JIT_INLINE = {**_JIT, "inline": "always"}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# the table: density and target on a table interval
-# ----------------------------------------------------------------------------------------------------------
-
-
-@njit(**_JIT_INLINE)
-def _interval_right(knots, x):
-    """The table interval ``l`` with ``knots[l] <= x < knots[l + 1]`` (clipped to ``[0, L - 1]``)."""
-    lo = 0
-    hi = knots.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if knots[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return min(max(lo - 1, 0), knots.shape[0] - 2)
-
-
-@njit(**_JIT_INLINE)
-def _interval_left(knots, x):
-    """The table interval ``l`` with ``knots[l] < x <= knots[l + 1]`` (clipped to ``[0, L - 1]``)."""
-    lo = 0
-    hi = knots.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if knots[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return min(max(lo - 1, 0), knots.shape[0] - 2)
-
-
-@njit(**_JIT_INLINE)
-def _density(density_poly, l, x):
-    degree = density_poly.shape[1] - 1
-    value = density_poly[l, degree]
-    for p in range(degree - 1, -1, -1):
-        value = value * x + density_poly[l, p]
-    return value
-
-
-@njit(**_JIT_INLINE)
-def _target(target_poly, sines, l, m, x):
-    degree = target_poly.shape[2] - 1
-    value = target_poly[l, m, degree]
-    for p in range(degree - 1, -1, -1):
-        value = value * x + target_poly[l, m, p]
-    for s in range(sines.shape[0]):
-        value = value + sines[s, m, 0] * np.sin(sines[s, m, 1] * x + sines[s, m, 2])
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -698,66 +650,16 @@ def jvp_rows(theta, vectors, H, knots, target_poly, sines, density_poly, nodes, 
 
 @njit(**_JIT)
 def dense_factor_rows(jac, sigma, lu, piv, ok):
-    """``lu[r] = LU(sigma[r] I - jac[r])`` with partial pivoting; ``ok[r]`` False at a zero or non-finite pivot."""
-    M, n, _ = jac.shape
-    for r in range(M):
-        a = lu[r]
-        for i in range(n):
-            for j in range(n):
-                a[i, j] = -jac[r, i, j]
-            a[i, i] += sigma[r]
-        ok[r] = True
-        for c in range(n):
-            p = c
-            big = abs(a[c, c])
-            for i in range(c + 1, n):
-                v = abs(a[i, c])
-                if v > big:
-                    big = v
-                    p = i
-            piv[r, c] = p
-            if not (big > 0.0 and big < np.inf):
-                ok[r] = False
-                break
-            if p != c:
-                for j in range(n):
-                    tmp = a[c, j]
-                    a[c, j] = a[p, j]
-                    a[p, j] = tmp
-            pivot = a[c, c]
-            for i in range(c + 1, n):
-                f = a[i, c] / pivot
-                a[i, c] = f
-                if f != 0.0:
-                    for j in range(c + 1, n):
-                        a[i, j] -= f * a[c, j]
+    """``lu[r] = LU(sigma[r] I - jac[r])`` with partial pivoting; ``ok[r]`` False at a zero or non-finite pivot
+    (:func:`reluflow.kernels.dense_lu.lu_factor_shifted`)."""
+    lu_factor_shifted(jac, sigma, lu, piv, ok)
 
 
 @njit(**_JIT)
 def dense_solve_rows(lu, piv, ok, rhs, out):
     """``out[r] = (P L U)^{-1} rhs[r]`` from :func:`dense_factor_rows` (NaN where ``ok[r]`` is False)."""
-    M, n = rhs.shape
-    for r in range(M):
-        x = out[r]
-        if not ok[r]:
-            x[:] = np.nan
-            continue
-        a = lu[r]
-        for i in range(n):
-            x[i] = rhs[r, i]
-        for c in range(n):
-            p = piv[r, c]
-            if p != c:
-                tmp = x[c]
-                x[c] = x[p]
-                x[p] = tmp
-        for i in range(n):
-            acc = x[i]
-            for j in range(i):
-                acc -= a[i, j] * x[j]
-            x[i] = acc
-        for i in range(n - 1, -1, -1):
-            acc = x[i]
-            for j in range(i + 1, n):
-                acc -= a[i, j] * x[j]
-            x[i] = acc / a[i, i]
+    for r in range(rhs.shape[0]):
+        if ok[r]:
+            lu_solve_into(lu[r : r + 1], piv[r : r + 1], rhs[r : r + 1], out[r : r + 1])
+        else:
+            out[r, :] = np.nan

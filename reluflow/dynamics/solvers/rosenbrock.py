@@ -105,6 +105,7 @@ import numpy as np
 from reluflow.dynamics.solvers.controllers import PredictiveController
 from reluflow.dynamics.solvers.driver import StepEstimate, call_rhs, check_states, solve
 from reluflow.dynamics.solvers.result import SolveResult
+from reluflow.kernels.dense_lu import lu_factor_shifted, lu_solve_into
 
 __all__ = [
     "RosenbrockTableau",
@@ -237,84 +238,6 @@ ROSENBROCK_TABLEAUS: dict[str, RosenbrockTableau] = {t.name: t for t in (RODAS4,
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Per-row LU (compiled). Each row is factorized and solved on its own: bitwise independent of the batch.
-# ----------------------------------------------------------------------------------------------------------
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _lu_factor_shifted(jac, shift, lu, piv, ok):
-    """``lu[r] = LU(diag(shift[r]) - jac[r])`` with partial pivoting, in place; ``ok[r]`` False on a zero pivot."""
-    m, n, _ = jac.shape
-    for r in range(m):
-        a = lu[r]
-        for i in range(n):
-            for j in range(n):
-                a[i, j] = -jac[r, i, j]
-            a[i, i] += shift[r]
-        ok[r] = True
-        for k in range(n):
-            p = k
-            big = abs(a[k, k])
-            for i in range(k + 1, n):
-                v = abs(a[i, k])
-                if v > big:
-                    big = v
-                    p = i
-            piv[r, k] = p
-            if not (big > 0.0 and big < np.inf):
-                ok[r] = False
-                for kk in range(k, n):  # keep the pivot vector a valid permutation: solving never indexes out
-                    piv[r, kk] = kk
-                break
-            if p != k:
-                for j in range(n):
-                    tmp = a[k, j]
-                    a[k, j] = a[p, j]
-                    a[p, j] = tmp
-            pivot = a[k, k]
-            for i in range(k + 1, n):
-                factor = a[i, k] / pivot
-                a[i, k] = factor
-                if factor != 0.0:
-                    for j in range(k + 1, n):
-                        a[i, j] -= factor * a[k, j]
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _lu_solve_into(lu, piv, b, x):
-    """``x[r] = LU[r]^{-1} b[r]`` for every row ``r`` (forward then back substitution; ``x`` may be ``b``)."""
-    m, n = b.shape
-    for r in range(m):
-        a = lu[r]
-        xr = x[r]
-        for i in range(n):
-            xr[i] = b[r, i]
-        for k in range(n):
-            p = piv[r, k]
-            if p != k:
-                tmp = xr[k]
-                xr[k] = xr[p]
-                xr[p] = tmp
-        for i in range(n):
-            acc = xr[i]
-            for j in range(i):
-                acc -= a[i, j] * xr[j]
-            xr[i] = acc
-        for i in range(n - 1, -1, -1):
-            acc = xr[i]
-            for j in range(i + 1, n):
-                acc -= a[i, j] * xr[j]
-            xr[i] = acc / a[i, i]
-
-
-def _lu_solve(lu, piv, b):
-    """Solve ``LU[r] x[r] = b[r]`` for every row ``r``; returns ``x``."""
-    x = np.empty_like(b)
-    _lu_solve_into(lu, piv, b, x)
-    return x
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The linear systems W = sigma I - J of a step: dense (J kept per run) or structured (no n x n matrix)
 # ----------------------------------------------------------------------------------------------------------
 
@@ -378,7 +301,7 @@ def _dense_solve_into(kind, A, lu, piv, b, x, work):
                     x[r, i] = work[i, r]
     for r in range(m):
         if kind[r] != 1:
-            _lu_solve_into(lu[r : r + 1], piv[r : r + 1], b[r : r + 1], x[r : r + 1])
+            lu_solve_into(lu[r : r + 1], piv[r : r + 1], b[r : r + 1], x[r : r + 1])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -421,11 +344,11 @@ class DenseShiftedSystem:
             self.A = np.empty((n, n, 0))
         rows = np.flatnonzero(kind == 0)
         if rows.size == m:
-            _lu_factor_shifted(jac, sigma, self.lu[:m], self.piv[:m], ok)
+            lu_factor_shifted(jac, sigma, self.lu[:m], self.piv[:m], ok)
         elif rows.size:
             lu, piv = np.empty((rows.size, n, n)), np.empty((rows.size, n), dtype=np.int64)
             part_ok = np.empty(rows.size, dtype=np.bool_)
-            _lu_factor_shifted(np.ascontiguousarray(jac[rows]), sigma[rows], lu, piv, part_ok)
+            lu_factor_shifted(np.ascontiguousarray(jac[rows]), sigma[rows], lu, piv, part_ok)
             self.lu[rows], self.piv[rows], ok[rows] = lu, piv, part_ok
         return ok
 
