@@ -243,62 +243,58 @@ ROSENBROCK_TABLEAUS: dict[str, RosenbrockTableau] = {t.name: t for t in (RODAS4,
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _cholesky_shifted(jac, shift, L, kind, acc):
-    """``shift[r] I - jac[r] = L_r L_r^T`` (Cholesky) for every row ``r`` at once, ``L_r = L[:, :, r]`` (lower
+def _cholesky_shifted(jac, shift, A, kind):
+    """``shift[r] I - jac[r] = U_r^T U_r`` (Cholesky) for every row ``r`` at once, ``U_r = A[:, :, r]`` (upper
     triangle); ``kind[r]`` becomes 0 where a pivot is not positive (``W`` not positive definite: the caller
     factorizes that row by LU). The rows form the innermost axis and advance in lockstep: every loop over them
     is elementwise (one SIMD lane per row), so each row's arithmetic is the scalar algorithm's, whatever the
-    batch. Reads the upper triangle of the symmetric ``jac``; ``acc (m,)``: scratch.
-
-    Row by row (Cholesky-Banachiewicz): ``L_ij = (W_ij - sum_{k<j} L_ik L_jk) / L_jj`` with the sum taken in
-    increasing ``k``, which are the operations, in the same order, of the right-looking algorithm, but read
-    from two contiguous rows of ``L`` instead of updating the whole trailing matrix at every ``k``."""
+    batch. Reads the upper triangle of the symmetric ``jac``."""
     m, n, _ = jac.shape
     for i in range(n):
-        for j in range(i + 1):
+        for j in range(i, n):
             for r in range(m):
-                acc[r] = -jac[r, j, i]
-            if j == i:
+                A[i, j, r] = -jac[r, i, j]
+        for r in range(m):
+            A[i, i, r] += shift[r]
+    for k in range(n):
+        for r in range(m):
+            d = A[k, k, r]
+            if not (d > 0.0 and d < np.inf):
+                kind[r] = 0
+                A[k, k, r] = 1.0  # keeps the failed row's lane finite; its numbers are discarded
+        for r in range(m):
+            A[k, k, r] = np.sqrt(A[k, k, r])
+        for j in range(k + 1, n):
+            for r in range(m):
+                A[k, j, r] /= A[k, k, r]
+        for i in range(k + 1, n):
+            for j in range(i, n):
                 for r in range(m):
-                    acc[r] += shift[r]
-            for k in range(j):
-                for r in range(m):
-                    acc[r] -= L[i, k, r] * L[j, k, r]
-            if j < i:
-                for r in range(m):
-                    L[i, j, r] = acc[r] / L[j, j, r]
-            else:
-                for r in range(m):
-                    d = acc[r]
-                    if not (d > 0.0 and d < np.inf):
-                        kind[r] = 0
-                        d = 1.0  # keeps the failed row's lane finite; its numbers are discarded
-                    L[i, i, r] = np.sqrt(d)
+                    A[i, j, r] -= A[k, i, r] * A[k, j, r]
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _dense_solve_into(kind, L, lu, piv, b, x, work):
-    """``x[r] = W_r^{-1} b[r]`` from :meth:`DenseShiftedSystem.factor`: the Cholesky factors ``L`` for the rows
-    with ``kind[r] == 1`` (all rows in lockstep, as in :func:`_cholesky_shifted`: ``L z = b`` row by row,
-    ``L^T x = z`` column by column, both reading rows of ``L``), the LU of ``lu, piv`` for the others (``L`` may
-    then have no lanes). ``work (n, m)``: scratch."""
+def _dense_solve_into(kind, A, lu, piv, b, x, work):
+    """``x[r] = W_r^{-1} b[r]`` from :meth:`DenseShiftedSystem.factor`: the Cholesky factors ``A`` for the rows
+    with ``kind[r] == 1`` (all rows in lockstep, as in :func:`_cholesky_shifted`), the LU of ``lu, piv``
+    for the others (``A`` may then have no columns). ``work (n, m)``: scratch."""
     m, n = b.shape
-    if L.shape[2] == m:
+    if A.shape[2] == m:
         for i in range(n):
             for r in range(m):
                 work[i, r] = b[r, i]
-        for j in range(n):  # L z = b
-            for k in range(j):
+        for k in range(n):  # U^T z = b
+            for r in range(m):
+                work[k, r] /= A[k, k, r]
+            for j in range(k + 1, n):
                 for r in range(m):
-                    work[j, r] -= L[j, k, r] * work[k, r]
+                    work[j, r] -= A[k, j, r] * work[k, r]
+        for k in range(n - 1, -1, -1):  # U x = z
             for r in range(m):
-                work[j, r] /= L[j, j, r]
-        for k in range(n - 1, -1, -1):  # L^T x = z
-            for r in range(m):
-                work[k, r] /= L[k, k, r]
+                work[k, r] /= A[k, k, r]
             for j in range(k):
                 for r in range(m):
-                    work[j, r] -= L[k, j, r] * work[k, r]
+                    work[j, r] -= A[j, k, r] * work[k, r]
         for r in range(m):
             if kind[r] == 1:
                 for i in range(n):
@@ -341,11 +337,11 @@ class DenseShiftedSystem:
         ok[:] = True
         if self.symmetric:
             kind[:] = 1
-            self.L = np.empty((n, n, m))
-            _cholesky_shifted(jac, sigma, self.L, kind, self._work[:m])
+            self.A = np.empty((n, n, m))
+            _cholesky_shifted(jac, sigma, self.A, kind)
         else:
             kind[:] = 0
-            self.L = np.empty((n, n, 0))
+            self.A = np.empty((n, n, 0))
         rows = np.flatnonzero(kind == 0)
         if rows.size == m:
             lu_factor_shifted(jac, sigma, self.lu[:m], self.piv[:m], ok)
@@ -357,9 +353,9 @@ class DenseShiftedSystem:
         return ok
 
     def parts(self):
-        """The factors as the compiled solve reads them: ``(kind, L, lu, piv, work)`` for the last ``m`` rows."""
+        """The factors as the compiled solve reads them: ``(kind, A, lu, piv, work)`` for the last ``m`` rows."""
         m, n = self._m, self.lu.shape[1]
-        return self.kind[:m], self.L, self.lu[:m], self.piv[:m], self._work[: n * m].reshape(n, m)
+        return self.kind[:m], self.A, self.lu[:m], self.piv[:m], self._work[: n * m].reshape(n, m)
 
     def solve(self, rhs: np.ndarray, out: np.ndarray) -> np.ndarray:
         _dense_solve_into(*self.parts()[:4], rhs, out, self.parts()[4])
@@ -428,12 +424,12 @@ def _stage_finish(U, Ue, i, r, r_energy, f0, h_gamma, y, a_next, next_arg):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _dense_stage(kind, L, lu, piv, work, fs, U, Ue, i, c_row, h, h_gamma, r, r_energy, f0, y, a_next, next_arg):
+def _dense_stage(kind, A, lu, piv, work, fs, U, Ue, i, c_row, h, h_gamma, r, r_energy, f0, y, a_next, next_arg):
     """One stage with a dense factorization, fused (one compiled call per stage, where the per-call cost of three
     calls outweighs the arithmetic of a small system): :func:`_stage_rhs`, the solve into ``U[i]``,
     :func:`_stage_finish`."""
     _stage_rhs(fs, U, Ue, i, c_row, h, r, r_energy)
-    _dense_solve_into(kind, L, lu, piv, r, U[i], work)
+    _dense_solve_into(kind, A, lu, piv, r, U[i], work)
     _stage_finish(U, Ue, i, r, r_energy, f0, h_gamma, y, a_next, next_arg)
 
 
@@ -519,7 +515,7 @@ class _Stages:
         arg = self.arg[:m]
         dense = isinstance(system, DenseShiftedSystem)
         if dense:
-            kind, L, lu, piv, work = system.parts()
+            kind, A, lu, piv, work = system.parts()
         n_rhs = 0
         for i in range(tab.stages):
             if i == 0:
@@ -528,7 +524,7 @@ class _Stages:
                 fs = call_rhs(rhs, arg)
                 n_rhs += m
             if dense:
-                _dense_stage(kind, L, lu, piv, work, fs, U, Ue, i, self.c_rows[i], h, h_gamma, r, r_energy, f0, y,
+                _dense_stage(kind, A, lu, piv, work, fs, U, Ue, i, self.c_rows[i], h, h_gamma, r, r_energy, f0, y,
                              self.a_next[i], arg)  # fmt: skip
             else:
                 _stage_rhs(fs, U, Ue, i, self.c_rows[i], h, r, r_energy)
