@@ -254,7 +254,9 @@ class Problem:
         return prepare(self.table)
 
     @functools.cached_property
-    def _compiled_arguments(self) -> tuple:
+    def compiled_arguments(self) -> tuple:
+        """The table as the compiled d = 1 kernel's arguments (:func:`reluflow.kernels.exact1d_numba.kernel_arguments`),
+        made once: for the vector fields that call that kernel from their own compiled loops."""
         from reluflow.kernels.exact1d_numba import kernel_arguments
 
         return kernel_arguments(self.table_arrays)
@@ -286,16 +288,22 @@ class Problem:
 
     def _exact_kernel(self):
         """The d = 1 kernel of the chosen backend as ``rows(theta2d) -> (risk, grad)``, with the table's
-        arrays prepared once (every d = 1 evaluation of ``L`` and ``G`` goes through here)."""
+        arrays prepared once (every d = 1 evaluation of ``L`` and ``G`` goes through here); the callable is made
+        once per backend, since a solver asks for it on every evaluation."""
+        kernels = self.__dict__.setdefault("_exact_kernels", {})
+        kernel = kernels.get(self._backend)
+        if kernel is not None:
+            return kernel
         if self._backend == "numba":
             from reluflow.kernels.exact1d_numba import risk_and_gradient_rows
 
-            arguments = self._compiled_arguments
-            return lambda theta2d: risk_and_gradient_rows(theta2d, self.width, arguments)
-        from reluflow.kernels.exact1d import risk_and_gradient_rows
+            kernel = functools.partial(risk_and_gradient_rows, H=self.width, arguments=self.compiled_arguments)
+        else:
+            from reluflow.kernels.exact1d import risk_and_gradient_rows
 
-        arrays = self.table_arrays
-        return lambda theta2d: risk_and_gradient_rows(theta2d, self.width, arrays)
+            kernel = functools.partial(risk_and_gradient_rows, H=self.width, arrays=self.table_arrays)
+        kernels[self._backend] = kernel
+        return kernel
 
     def gradient_jacobian_rows(self, theta2d: np.ndarray) -> np.ndarray:
         """``dG/dtheta (M, n, n)`` of a C-contiguous float64 ``theta2d (M, n_params)`` without the checks of

@@ -132,6 +132,16 @@ class StandardFlow:
 
         return ShiftedSystem(self.problem.table_arrays, self.problem.width, self.name)
 
+    def compiled(self):
+        """This field for the solvers' compiled stage loops (:mod:`reluflow.dynamics.compiled_field`): d = 1 laws
+        with a density on the compiled backend; ``None`` for the others (they take the general path)."""
+        problem = self.problem
+        if problem.table is None or problem.input_dim != 1 or problem.backend != "numba":
+            return None
+        from reluflow.dynamics.compiled_field import StandardField1D
+
+        return StandardField1D(problem.width, problem.compiled_arguments)
+
     def prepare(self, theta0: np.ndarray) -> np.ndarray:
         """Initial states for this flow (the standard flow starts where it is told)."""
         return np.array(theta0, dtype=float, copy=True)

@@ -87,14 +87,19 @@ def _weighted_square_norms(K, idx, w, m):
 class ExplicitRungeKutta:
     """An embedded explicit pair as a driver method (module docstring); ``tableau`` a name or a tableau."""
 
-    def __init__(self, tableau: str | ButcherTableau = "dopri5", energy_error: bool = True):
+    def __init__(self, tableau: str | ButcherTableau = "dopri5", energy_error: bool = True, field=None):
         self.tableau = tab = get_tableau(tableau)
+        # the vector field in compiled form (reluflow.dynamics.compiled_field), whose stage loop replaces the
+        # one below with the same operations in one compiled call, or None
+        self.field = field
         self.order = tab.order
         # Hairer's codes take the starting step's exponent from the method's order (dopri5.f: iord = 5)
         self.error_exponent = tab.order
         self.energy_error = energy_error
         s = tab.stages
         self._stage_terms = [_nonzero(tab.a[i, :i]) for i in range(s)]
+        self._stage_idx = tuple(idx for idx, _ in self._stage_terms)
+        self._stage_w = tuple(w for _, w in self._stage_terms)
         self._b_terms = _nonzero(tab.b)
         self._err_terms = _nonzero(tab.b_error)
         self._err_low_terms = _nonzero(tab.b_error_low) if tab.b_error_low is not None else None
@@ -125,10 +130,13 @@ class ExplicitRungeKutta:
         K = self._K
         K[0, :m] = f
         y_new = self._y_new[:m]
-        for i in range(1, s):
-            point = y_new if (tab.fsal and i == s - 1) else self._stage[:m]  # FSAL: last point is y_new
-            _stage_point(y, h, K, *self._stage_terms[i], point)
-            K[i, :m] = call_rhs(rhs, point)
+        if self.field is not None:
+            self.field.explicit_stages(y, h, K, self._stage_idx, self._stage_w, tab.fsal, self._stage[:m], y_new)
+        else:
+            for i in range(1, s):
+                point = y_new if (tab.fsal and i == s - 1) else self._stage[:m]  # FSAL: last point is y_new
+                _stage_point(y, h, K, *self._stage_terms[i], point)
+                K[i, :m] = call_rhs(rhs, point)
         if not tab.fsal:
             _stage_point(y, h, K, *self._b_terms, y_new)
         err = self._err[:m]
@@ -170,6 +178,7 @@ def solve_explicit(
     progress: Callable[[float], None] | None = None,
     energy_in_norm: bool = True,
     post_step: Callable[[np.ndarray], np.ndarray] | None = None,
+    field=None,
 ) -> SolveResult:
     """Integrate ``y' = rhs(y)`` from ``y0`` (shape ``(M, n)``) with an explicit pair; states at ``save_times``.
 
@@ -193,6 +202,8 @@ def solve_explicit(
     post_step : optional row-wise map applied to every accepted state (one more evaluation of ``rhs`` per
         accepted step, since a first-same-as-last stage belongs to the unprojected point): a projection back
         onto an invariant manifold that the method conserves only to its local error.
+    field : ``rhs`` in compiled form (:meth:`reluflow.dynamics.flows.StandardFlow.compiled`), or ``None``: each
+        step's stages then run in one compiled call, with the same numbers.
 
     Returns
     -------
@@ -200,7 +211,7 @@ def solve_explicit(
     the RK weights, per-run ``status``/``t_final``, per-save-time accepted/rejected step counts and ``n_rhs``
     (rows of ``rhs`` evaluated in total); stopping rules in :mod:`reluflow.dynamics.solvers.driver`.
     """
-    method = ExplicitRungeKutta(tableau, energy_error=energy_in_norm)
+    method = ExplicitRungeKutta(tableau, energy_error=energy_in_norm, field=field)
     tab = method.tableau
     controller = PIController(rtol=float(rtol), atol=float(atol), error_order=tab.error_order,
                               energy_in_norm=energy_in_norm)

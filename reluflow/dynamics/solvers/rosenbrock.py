@@ -484,10 +484,13 @@ def _call_jac(jac, y):
 
 
 class _Stages:
-    """The tableau's coefficients as the stage kernels read them, and the step's buffers (grown on demand)."""
+    """The tableau's coefficients as the stage kernels read them, and the step's buffers (grown on demand).
+    ``field``: the vector field in compiled form (:class:`reluflow.dynamics.compiled_field.StandardField1D`), whose
+    stage loop replaces this one's with a dense system (the same operations in one compiled call), or ``None``."""
 
-    def __init__(self, tableau: RosenbrockTableau):
+    def __init__(self, tableau: RosenbrockTableau, field=None):
         self.tableau = tab = tableau
+        self.field = field
         s = tab.stages
         self.c_rows = [np.ascontiguousarray(tab.c[i, :i]) for i in range(s)]
         self.a_next = [np.ascontiguousarray(tab.a[i + 1, : i + 1]) if i + 1 < s else np.zeros(0) for i in range(s)]
@@ -517,19 +520,24 @@ class _Stages:
         if dense:
             kind, A, lu, piv, work = system.parts()
         n_rhs = 0
-        for i in range(tab.stages):
-            if i == 0:
-                fs = f0
-            else:
-                fs = call_rhs(rhs, arg)
-                n_rhs += m
-            if dense:
-                _dense_stage(kind, A, lu, piv, work, fs, U, Ue, i, self.c_rows[i], h, h_gamma, r, r_energy, f0, y,
-                             self.a_next[i], arg)  # fmt: skip
-            else:
-                _stage_rhs(fs, U, Ue, i, self.c_rows[i], h, r, r_energy)
-                system.solve(r, U[i])
-                _stage_finish(U, Ue, i, r, r_energy, f0, h_gamma, y, self.a_next[i], arg)
+        if dense and self.field is not None:
+            self.field.rosenbrock_dense_stages((kind, A, lu, piv, work), y, f0, h, h_gamma, tab.c, tab.a, U, Ue, r,
+                                               r_energy, arg)  # fmt: skip
+            n_rhs = m * (tab.stages - 1)
+        else:
+            for i in range(tab.stages):
+                if i == 0:
+                    fs = f0
+                else:
+                    fs = call_rhs(rhs, arg)
+                    n_rhs += m
+                if dense:
+                    _dense_stage(kind, A, lu, piv, work, fs, U, Ue, i, self.c_rows[i], h, h_gamma, r, r_energy, f0,
+                                 y, self.a_next[i], arg)  # fmt: skip
+                else:
+                    _stage_rhs(fs, U, Ue, i, self.c_rows[i], h, r, r_energy)
+                    system.solve(r, U[i])
+                    _stage_finish(U, Ue, i, r, r_energy, f0, h_gamma, y, self.a_next[i], arg)
         y_new, err = np.empty((m, n)), np.empty((m, n))
         d_energy, e_energy = np.empty(m), np.empty(m)
         _combine(y, U, Ue, self.m_w, self.e_w, y_new, err, d_energy, e_energy)
@@ -631,10 +639,13 @@ class RosenbrockMethod:
       ``solve(rhs (m, n), out (m, n))`` that factorizes ``W`` from the states without any ``n x n`` matrix
       (:meth:`reluflow.dynamics.flows.StandardFlow.shifted_factorization`, O(H log H) per run for d = 1).
       The Jacobian's structure is recomputed with each factorization, so ``n_jac`` counts factorizations.
+
+    ``field``: optionally the vector field in compiled form (the same field as ``rhs``), whose compiled stage
+    loop runs a dense step in one call (:mod:`reluflow.dynamics.compiled_field`).
     """
 
     def __init__(self, tableau: RosenbrockTableau, jac: Callable[[np.ndarray], np.ndarray] | None = None,
-                 factorization=None, symmetric: bool = False):
+                 factorization=None, symmetric: bool = False, field=None):
         if (jac is None) == (factorization is None):
             raise ValueError("jac, factorization: give exactly one of them")
         self.tableau = tableau
@@ -643,7 +654,7 @@ class RosenbrockMethod:
         self.order = tableau.order
         # the local error of an order-p step is O(h^(p+1))
         self.error_exponent = tableau.order + 1
-        self._stages = _Stages(tableau)
+        self._stages = _Stages(tableau, field)
         self._dense = DenseShiftedSystem(symmetric)
 
     def memory(self, m: int, n: int) -> dict:
@@ -718,6 +729,7 @@ def solve_rosenbrock(
     *,
     factorization=None,
     symmetric_jacobian: bool = False,
+    field=None,
     method: str = "rodas4",
     rtol: float = 1e-8,
     atol=1e-10,
@@ -740,6 +752,8 @@ def solve_rosenbrock(
         O(H log H) per run and no ``n x n`` matrix).
     symmetric_jacobian : ``jac`` returns symmetric matrices (a gradient flow's ``-Hess L``): ``W`` is then
         factorized by Cholesky wherever it is positive definite (half the work of LU), by LU elsewhere.
+    field : ``rhs`` in compiled form (:meth:`reluflow.dynamics.flows.StandardFlow.compiled`), or ``None``: with
+        ``jac``, each step's stages then run in one compiled call, with the same numbers.
     y0 : (M, n) initial states (a non-finite row is ``DIVERGED`` at ``t = 0``).
     save_times : (T,) non-decreasing, finite, ``>= 0``; steps land exactly on every save time. A save time 0
         records ``y0``; repeated times record the same state.
@@ -785,7 +799,7 @@ def solve_rosenbrock(
 
     controller = PredictiveController(rtol, atol_arr, tab.embedded_order)
     stepper = RosenbrockMethod(tab, jac=None if factorization is not None else jac, factorization=factorization,
-                               symmetric=symmetric_jacobian)
+                               symmetric=symmetric_jacobian, field=field)
     result = solve(stepper, controller, rhs, y0, save_times, h0=h0, max_steps=max_steps,
                    gtol=gtol, divergence_bound=divergence_bound, progress=progress, post_step=post_step)
     result.info = {

@@ -226,25 +226,26 @@ class SwitchingController(_AdaptiveLanding):
 
 
 def solve_switching(rhs, jac, y0, save_times, *, factorization=None, symmetric_jacobian: bool = False,
-                    tableau: str = "dopri5",
+                    field=None, tableau: str = "dopri5",
                     method: str = "rodas4", rtol: float = 1e-8, atol: float = 1e-10, h0=None,
                     max_steps: int = 10**6, gtol: float | None = None, divergence_bound: float = np.inf,
                     progress=None, post_step=None):
     """Integrate ``y' = rhs(y)`` from every row of ``y0`` with the per-run switch of the module docstring.
 
-    ``jac`` (dense ``(m, n, n)``) or ``factorization`` (a structured factorizer of ``sigma I - J``) and
-    ``symmetric_jacobian`` as for :func:`~reluflow.dynamics.solvers.rosenbrock.solve_rosenbrock`; ``tableau``: the explicit pair (a
-    first-same-as-last pair, ``dopri5`` by default), ``method``: the Rosenbrock tableau; the other arguments
-    as for the two solvers (``atol`` a scalar). ``result.info["stiff_from_step"]`` maps each run that
-    switched to the number of accepted explicit steps before its switch.
+    ``jac`` (dense ``(m, n, n)``) or ``factorization`` (a structured factorizer of ``sigma I - J``),
+    ``symmetric_jacobian`` and ``field`` as for :func:`~reluflow.dynamics.solvers.rosenbrock.solve_rosenbrock`
+    (``field`` serves both modes); ``tableau``: the explicit pair (a first-same-as-last pair, ``dopri5`` by
+    default), ``method``: the Rosenbrock tableau; the other arguments as for the two solvers (``atol`` a scalar).
+    ``result.info["stiff_from_step"]`` maps each run that switched to the number of accepted explicit steps
+    before its switch.
     """
     from reluflow.dynamics.solvers.driver import solve
     from reluflow.dynamics.solvers.rosenbrock import ROSENBROCK_TABLEAUS
 
-    explicit = ExplicitRungeKutta(tableau)
+    explicit = ExplicitRungeKutta(tableau, field=field)
     tab = ROSENBROCK_TABLEAUS[method]
     stiff = RosenbrockMethod(tab, jac=None if factorization is not None else jac, factorization=factorization,
-                             symmetric=symmetric_jacobian)
+                             symmetric=symmetric_jacobian, field=field)
     controller = SwitchingController(
         PIController(rtol=float(rtol), atol=float(atol), error_order=explicit.tableau.error_order),
         PredictiveController(float(rtol), float(atol), tab.embedded_order),
