@@ -1,8 +1,9 @@
 """The compiled field (:mod:`reluflow.dynamics.compiled_field`): a step's stages with ``-G`` evaluated inside one
-compiled call must give the numbers of the solvers' own stage loops bit for bit (the same kernel, the same
-operations in the same order), for every solver that uses it, on batches whose runs stop at different times,
-take rejected steps and (Rosenbrock) fall back from Cholesky to LU; only d = 1 laws with a density on the
-compiled backend have one."""
+compiled call, and the whole Rosenbrock loop compiled (``rodas4``, and ``auto`` once every run is stiff), must give
+the numbers of the solvers' own Python loops bit for bit (the same kernels, the same operations in the same
+order), for every solver that uses them, on batches whose runs stop at different times and for every reason
+(finished, converged, diverged, out of steps), take rejected steps and fall back from Cholesky to LU; only d = 1
+laws with a density on the compiled backend have one."""
 
 from __future__ import annotations
 
@@ -35,10 +36,11 @@ def assert_same_bits(a, b):
     for name in FIELDS:
         assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
     assert (a.n_rhs, a.n_jac) == (b.n_rhs, b.n_jac)
+    assert a.info.get("stiff_from_step") == b.info.get("stiff_from_step")
 
 
-def solve(solver: str, flow, y0, times, field):
-    common = dict(rtol=1e-9, atol=1e-11, gtol=1e-9)
+def solve(solver: str, flow, y0, times, field, progress=None):
+    common = dict(rtol=1e-9, atol=1e-11, gtol=1e-9, progress=progress)
     if solver == "dopri5":
         return solve_explicit(flow.rhs, y0, times, field=field, **common)
     stiff = dict(symmetric_jacobian=True, field=field)
@@ -59,12 +61,35 @@ def test_compiled_stages_give_the_solvers_own_numbers_bit_for_bit(name, solver):
     y0[2] = 0.0  # every neuron dead at its kink: G = 0 in the neurons' blocks, only the bias moves
     times = [0.0, 0.5, 3.0, 20.0] if solver == "dopri5" else [0.0, 0.5, 1e2, 1e5]
     plain = solve(solver, flow, y0, times, None)
-    compiled = solve(solver, flow, y0, times, field)
+    fractions = []
+    compiled = solve(solver, flow, y0, times, field, progress=fractions.append)
     assert_same_bits(plain, compiled)
     assert np.all(compiled.status >= 0)
     assert compiled.n_rejected[:, -1].sum() > 0  # rejected steps were taken and redone
+    assert fractions and fractions[-1] == 1.0
     if solver != "dopri5":
         assert compiled.n_jac > 0
+    if solver == "auto":
+        assert compiled.info["stiff_from_step"]  # runs switched: the compiled loop took over
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["cholesky", "lu"])
+def test_compiled_rosenbrock_loop_stops_runs_for_every_reason_as_the_python_loop(symmetric):
+    """Converged (gtol), diverged (a small divergence bound), out of steps (max_steps) and finished runs in one
+    batch; with ``symmetric_jacobian=False`` every system goes through the per-row LU."""
+    problem = Problem.from_config(PROBLEMS["affine, uniform"])
+    flow = StandardFlow(problem)
+    y0 = np.random.default_rng(7).standard_normal((10, problem.n_params))
+    # measured: with these settings one run passes |theta| = 3.45 after 38 steps, four converge, three run out
+    # of steps and one reaches t = 100
+    kwargs = dict(symmetric_jacobian=symmetric, rtol=1e-8, atol=1e-10, gtol=1e-7, divergence_bound=3.45,
+                  max_steps=400)
+    times = np.concatenate([[0.0], np.logspace(-2, 2, 30)])
+    plain = solve_rosenbrock(flow.rhs, flow.jac, y0, times, **kwargs)
+    compiled = solve_rosenbrock(flow.rhs, flow.jac, y0, times, field=flow.compiled(), **kwargs)
+    assert_same_bits(plain, compiled)
+    assert set(compiled.status.tolist()) == {0, 1, 2, 3}
+    assert np.all(compiled.n_steps[:, -1] > 0)  # every run stopped inside the loop, none at t = 0
 
 
 def test_rosenbrock_with_cholesky_falling_back_to_lu_gives_the_same_bits():

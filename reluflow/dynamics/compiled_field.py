@@ -11,6 +11,20 @@ one of the uncompiled loop, in the same order, so the numbers are the same bits.
 The same for an explicit pair's stages (:class:`~reluflow.dynamics.solvers.explicit.ExplicitRungeKutta`):
 each stage point by the pair's own :func:`~reluflow.dynamics.solvers.explicit._stage_point`, then ``-G`` there.
 
+The whole driver loop, for one combination of pieces (a :class:`~reluflow.dynamics.solvers.rosenbrock.RosenbrockMethod`
+with a dense system, :class:`~reluflow.dynamics.solvers.controllers.PredictiveController`, no ``post_step``):
+with the stages compiled, a small network's step still spends most of its time in the Python around it, about
+thirty small numpy calls per step (landing, controller, bookkeeping), each costing more than the arithmetic of a
+batch of a few four-parameter runs. :meth:`StandardField1D.rosenbrock_loop` runs the loop of
+:func:`reluflow.dynamics.solvers.driver.solve` in one compiled call per chunk of steps: its body piece for piece,
+in the same order, with the same compiled pieces (the Jacobian kernel, the Cholesky and LU of ``sigma I - J``, the
+stage loop, ``_combine``, ``_predictive_norm``, ``_predictive_update``, ``_advance``) and the same elementwise
+rules between them, so every number is the bit of the Python loop. Two differences of bookkeeping only: a row
+whose ``sigma I - J`` is singular runs through the stages with the others and its results are then discarded (the
+Python loop refactorizes without it; each row's arithmetic is its own either way), and the runs that stop leave
+the batch by a stable in-place compaction. The loop returns to Python every ``chunk`` steps, for the progress
+report.
+
 The kernel is called statically (a compiled function passed as an argument would be recompiled in every new
 process: numba cannot cache it), so this module is specific to the exact d = 1 kernel, the one law whose small
 networks are overhead-bound; other fields take the solvers' general path.
@@ -21,9 +35,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from reluflow.dynamics.solvers.controllers import LANDING_SLACK, _predictive_norm, _predictive_update
+from reluflow.dynamics.solvers.driver import CONTINUE, _advance
 from reluflow.dynamics.solvers.explicit import _stage_point
-from reluflow.dynamics.solvers.rosenbrock import _dense_stage
+from reluflow.dynamics.solvers.rosenbrock import _cholesky_shifted, _combine, _dense_stage
+from reluflow.kernels.dense_lu import lu_factor_shifted
 from reluflow.kernels.exact1d_numba import _rows
+from reluflow.kernels.jacobian1d_numba import _rows as _jacobian_rows
 
 __all__ = ["StandardField1D"]
 
@@ -74,17 +92,236 @@ def _explicit_stages(H, arguments, y, h, K, stage_idx, stage_w, fsal, point, y_n
         _negative_gradient(H, arguments, target, K[i, :m], risk)
 
 
+_FINISHED, _CONVERGED, _DIVERGED, _FAILED = 0, 1, 2, 3
+_MAX_SINGULAR = 5
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _stop(i, status, first_unsaved, rows, t, y, energy, n_acc, n_rej, n_rhs_run, n_jac_run, rec_y, rec_energy,
+          rec_steps, rec_rejected, rec_status, rec_t_final, rec_n_rhs, rec_n_jac):  # fmt: skip
+    """``_Recorder.stop`` for active row ``i``: final counters at the save indices from ``first_unsaved`` on,
+    the state held there for a converged run (NaN stays for the others), status, final time and evaluations."""
+    r = rows[i]
+    T = rec_steps.shape[1]
+    n = y.shape[1]
+    rec_n_rhs[r] = n_rhs_run[i]
+    rec_n_jac[r] = n_jac_run[i]
+    for k in range(first_unsaved, T):
+        rec_steps[r, k] = n_acc[i]
+        rec_rejected[r, k] = n_rej[i]
+        if status == _CONVERGED:
+            for c in range(n):
+                rec_y[r, k, c] = y[i, c]
+            rec_energy[r, k] = energy[i]
+    rec_status[r] = status
+    rec_t_final[r] = t[i]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _rosenbrock_chunk(H, arguments, jac_arguments, symmetric, a, c, m_w, e_w, gamma, rtol, atol_row, atol_energy, q,
+                      m, rows, y, f, t, energy, sidx, n_acc, n_rej, h, n_rhs_run, n_jac_run, h_acc, err_acc,
+                      last_rejected, n_singular, jac, jac_current, save_times, divergence_bound, gtol, max_steps,
+                      underflow, rec_y, rec_energy, rec_steps, rec_rejected, rec_status, rec_t_final, rec_n_rhs,
+                      rec_n_jac, max_iterations, totals):  # fmt: skip
+    """Up to ``max_iterations`` iterations of the driver loop on the first ``m`` rows of the run arrays (compacted
+    in place as runs stop); returns the number of rows still going. ``totals[0], totals[1]``: rows passed to
+    the field and to the Jacobian, accumulated."""
+    n = y.shape[1]
+    s = m_w.shape[0]
+    M = y.shape[0]
+    T = save_times.shape[0]
+    knots, target_poly, sines, density_poly, nodes, weights = jac_arguments
+    # buffers for at most M rows
+    U = np.empty((s, M, n))
+    Ue = np.empty((s, M))
+    r_buf = np.empty((M, n))
+    r_energy = np.empty(M)
+    arg = np.empty((M, n))
+    fs = np.empty((M, n))
+    risk = np.empty(M)
+    y_new = np.empty((M, n))
+    err_vec = np.empty((M, n))
+    d_energy = np.empty(M)
+    e_energy = np.empty(M)
+    step = np.empty(M)
+    land = np.empty(M, dtype=np.bool_)
+    h_gamma = np.empty(M)
+    sigma = np.empty(M)
+    err = np.empty(M)
+    ok = np.empty(M, dtype=np.bool_)
+    accepted = np.empty(M, dtype=np.bool_)
+    h_next = np.empty(M)
+    t_after = np.empty(M)
+    gave_up = np.empty(M, dtype=np.bool_)
+    outcome = np.empty(M, dtype=np.int64)
+    kind = np.empty(M, dtype=np.int8)
+    lu = np.empty((M, n, n))
+    piv = np.zeros((M, n), dtype=np.int64)
+    work = np.empty((n, M))
+    gather = np.empty((M, n))
+    gathered_jac = np.empty((M, n, n))
+    gathered_f = np.empty((M, n))
+    pick = np.empty(M, dtype=np.int64)
+    bad = np.zeros(M, dtype=np.bool_)
+    A = np.empty((n, n, M if symmetric else 0))
+
+    for _ in range(max_iterations):
+        if m == 0:
+            break
+        # ---- method.prepare: Jacobians at the rows' new states (the stale ones) ----
+        k = 0
+        for i in range(m):
+            bad[i] = False
+            if not jac_current[i]:
+                pick[k] = i
+                for col in range(n):
+                    gather[k, col] = y[i, col]
+                k += 1
+        any_bad = False
+        if k > 0:
+            _jacobian_rows(gather[:k], H, knots, target_poly, sines, density_poly, nodes, weights,
+                           gathered_jac[:k])  # fmt: skip
+            totals[1] += k
+            for j in range(k):
+                i = pick[j]
+                finite = True
+                for p in range(n):
+                    for q2 in range(n):
+                        v = -gathered_jac[j, p, q2]
+                        jac[i, p, q2] = v
+                        if not np.isfinite(v):
+                            finite = False
+                jac_current[i] = True
+                n_jac_run[i] += 1
+                bad[i] = not finite
+                any_bad = any_bad or not finite
+        if any_bad:
+            for i in range(m):
+                outcome[i] = _FAILED if bad[i] else CONTINUE
+        else:
+            # ---- controller.landing ----
+            for i in range(m):
+                remaining = save_times[sidx[i]] - t[i]
+                land[i] = LANDING_SLACK * h[i] >= remaining
+                step[i] = remaining if land[i] else h[i]
+                h_gamma[i] = step[i] * gamma
+                sigma[i] = 1.0 / h_gamma[i]
+            # ---- method.step: factorize sigma I - J, the stages, the combination ----
+            jm = jac[:m]
+            ok[:m] = True
+            if symmetric:
+                kind[:m] = 1
+                Am = np.empty((n, n, m))
+                _cholesky_shifted(jm, sigma[:m], Am, kind[:m])
+            else:
+                kind[:m] = 0
+                Am = A[:, :, :0]
+            for i in range(m):
+                if kind[i] == 0:
+                    lu_factor_shifted(jm[i : i + 1], sigma[i : i + 1], lu[i : i + 1], piv[i : i + 1], ok[i : i + 1])
+            _rosenbrock_dense_stages(H, arguments, kind[:m], Am, lu[:m], piv[:m], work[:, :m], y[:m], f[:m], step[:m],
+                                     h_gamma[:m], c, a, U[:, :m], Ue[:, :m], r_buf[:m], r_energy[:m], arg[:m], fs[:m],
+                                     risk[:m])  # fmt: skip
+            _combine(y[:m], U[:, :m], Ue[:, :m], m_w, e_w, y_new[:m], err_vec[:m], d_energy[:m], e_energy[:m])
+            for i in range(m):
+                if ok[i]:
+                    n_rhs_run[i] += s - 1
+                    totals[0] += s - 1
+                else:  # a singular W: no step from this row (NaN, as the Python loop leaves it)
+                    for col in range(n):
+                        y_new[i, col] = np.nan
+                        err_vec[i, col] = np.nan
+                    d_energy[i] = np.nan
+                    e_energy[i] = np.nan
+            # ---- controller.estimate_norm, accept, controller.update ----
+            _predictive_norm(err_vec[:m], y[:m], y_new[:m], e_energy[:m], energy[:m], d_energy[:m], rtol, atol_row,
+                             atol_energy, err[:m])  # fmt: skip
+            for i in range(m):
+                accepted[i] = ok[i] and err[i] <= 1.0
+            _predictive_update(step[:m], err[:m], accepted[:m], ok[:m], n_acc[:m], h_acc[:m], err_acc[:m],
+                               last_rejected[:m], n_singular[:m], q, h_next[:m])  # fmt: skip
+            for i in range(m):
+                # a landing step shorter than the proposal must not shrink the step sequence
+                if accepted[i] and land[i] and step[i] < h[i]:
+                    h_next[i] = max(h_next[i], h[i])
+                h[i] = h_next[i]
+                if accepted[i]:
+                    n_acc[i] += 1
+                else:
+                    n_rej[i] += 1
+            # ---- commit the accepted steps: the state, f there (rows passed to the field), Jacobian stale ----
+            k = 0
+            for i in range(m):
+                if accepted[i]:
+                    pick[k] = i
+                    for col in range(n):
+                        y[i, col] = y_new[i, col]
+                        gather[k, col] = y_new[i, col]
+                    k += 1
+            if k > 0:
+                _negative_gradient(H, arguments, gather[:k], gathered_f[:k], risk[:k])
+                totals[0] += k
+                for j in range(k):
+                    i = pick[j]
+                    for col in range(n):
+                        f[i, col] = gathered_f[j, col]
+                    n_rhs_run[i] += 1
+                    jac_current[i] = False
+            # ---- controller.time_after and failed, then the loop's bookkeeping ----
+            for i in range(m):
+                t_after[i] = save_times[sidx[i]] if land[i] else t[i] + step[i]
+                gave_up[i] = n_singular[i] >= _MAX_SINGULAR
+            _advance(accepted[:m], land[:m], t[:m], t_after[:m], energy[:m], d_energy[:m], n_acc[:m], n_rej[:m],
+                     h[:m], sidx[:m], y[:m], f[:m], rows[:m], save_times, divergence_bound, gtol, max_steps,
+                     underflow, gave_up[:m], rec_y, rec_energy, rec_steps, rec_rejected, outcome[:m])  # fmt: skip
+        # ---- runs that stopped leave the batch (a stable compaction of every per-run array) ----
+        keep = 0
+        for i in range(m):
+            status = outcome[i]
+            if status != CONTINUE:
+                first_unsaved = T if status == _FINISHED else sidx[i]
+                _stop(i, status, first_unsaved, rows, t, y, energy, n_acc, n_rej, n_rhs_run, n_jac_run, rec_y,
+                      rec_energy, rec_steps, rec_rejected, rec_status, rec_t_final, rec_n_rhs, rec_n_jac)  # fmt: skip
+                continue
+            if keep != i:
+                rows[keep] = rows[i]
+                t[keep] = t[i]
+                energy[keep] = energy[i]
+                sidx[keep] = sidx[i]
+                n_acc[keep] = n_acc[i]
+                n_rej[keep] = n_rej[i]
+                h[keep] = h[i]
+                n_rhs_run[keep] = n_rhs_run[i]
+                n_jac_run[keep] = n_jac_run[i]
+                h_acc[keep] = h_acc[i]
+                err_acc[keep] = err_acc[i]
+                last_rejected[keep] = last_rejected[i]
+                n_singular[keep] = n_singular[i]
+                jac_current[keep] = jac_current[i]
+                for col in range(n):
+                    y[keep, col] = y[i, col]
+                    f[keep, col] = f[i, col]
+                for p in range(n):
+                    for q2 in range(n):
+                        jac[keep, p, q2] = jac[i, p, q2]
+            keep += 1
+        m = keep
+    return m
+
+
 class StandardField1D:
     """``f = -G`` of a d = 1 problem with a density, for the solvers' compiled stage loops.
 
     ``width`` and ``arguments`` are the kernel's (:func:`reluflow.kernels.exact1d_numba.kernel_arguments`,
-    prepared once per problem). It stands for the same field as :meth:`StandardFlow.rhs`; a solver given one uses
+    prepared once per problem), ``jac_arguments`` the table as the Jacobian kernel reads it (``knots,
+    target_poly, sines, density_poly, nodes, weights``). It stands for the same field as :meth:`StandardFlow.rhs`; a solver given one uses
     it where it pays (the dense Rosenbrock step) and ``rhs`` elsewhere.
     """
 
-    def __init__(self, width: int, arguments: tuple):
+    def __init__(self, width: int, arguments: tuple, jac_arguments: tuple):
         self.width = int(width)
         self.arguments = arguments
+        self.jac_arguments = jac_arguments
         self._scratch = (np.empty((0, 0)), np.empty(0))
 
     def _buffers(self, m: int, n: int):
@@ -108,3 +345,33 @@ class StandardField1D:
         m, n = y.shape
         _, risk = self._buffers(m, n)
         _explicit_stages(self.width, self.arguments, y, h, K, stage_idx, stage_w, fsal, point, y_new, risk)
+
+    def rosenbrock_loop(self, tableau, controller, symmetric: bool, chunk: int = 256):
+        """The compiled loop as the driver calls it: ``loop(run, memory, carry, save_times, rec, divergence_bound,
+        gtol, max_steps, underflow, progress) -> (rows passed to the field, rows passed to the Jacobian)``, with the
+        driver's per-run arrays (``run``, the controller's ``memory``, the method's ``carry``) and its recorder."""
+        a = np.ascontiguousarray(tableau.a)
+        c = np.ascontiguousarray(tableau.c)
+        m_w = np.ascontiguousarray(tableau.m)
+        e_w = np.ascontiguousarray(tableau.m - tableau.m_hat)
+        gamma = float(tableau.gamma)
+
+        def loop(run, memory, carry, save_times, rec, divergence_bound, gtol, max_steps, underflow, progress):
+            m, n = run["y"].shape
+            atol_row = np.ascontiguousarray(np.broadcast_to(controller.atol, (n,)), dtype=float)
+            totals = np.zeros(2, dtype=np.int64)
+            arrays = [run[key] for key in ("rows", "y", "f", "t", "energy", "sidx", "n_acc", "n_rej", "h", "n_rhs",
+                                           "n_jac")]
+            arrays = [np.ascontiguousarray(x) for x in arrays]
+            arrays[8] = np.ascontiguousarray(arrays[8], dtype=float)
+            ctrl = [memory[key] for key in ("h_acc", "err_acc", "last_rejected", "n_singular")]
+            while m:
+                m = _rosenbrock_chunk(self.width, self.arguments, self.jac_arguments, symmetric, a, c, m_w, e_w, gamma,
+                                      controller.rtol, atol_row, float(np.max(controller.atol)), float(controller.q), m,
+                                      *arrays, *ctrl, carry["jac"], carry["jac_current"], save_times, divergence_bound,
+                                      gtol, max_steps, underflow, rec.y, rec.energy, rec.n_steps, rec.n_rejected,
+                                      rec.status, rec.t_final, rec.n_rhs, rec.n_jac, chunk, totals)  # fmt: skip
+                progress(arrays[3][:m])
+            return int(totals[0]), int(totals[1])
+
+        return loop

@@ -140,7 +140,10 @@ class StandardFlow:
             return None
         from reluflow.dynamics.compiled_field import StandardField1D
 
-        return StandardField1D(problem.width, problem.compiled_arguments)
+        arrays = problem.table_arrays
+        jac_arguments = (arrays.knots, arrays.target_poly, arrays.sines, arrays.density_poly,
+                         np.array(arrays.nodes, dtype=float), np.array(arrays.weights, dtype=float))
+        return StandardField1D(problem.width, problem.compiled_arguments, jac_arguments)
 
     def prepare(self, theta0: np.ndarray) -> np.ndarray:
         """Initial states for this flow (the standard flow starts where it is told)."""

@@ -395,7 +395,19 @@ def solve(
         no_verdict = np.zeros(0, dtype=np.bool_)
 
         # ---- main loop: one attempted step per run still going ---------------------------------------------
+        offers_compiled = hasattr(method, "compiled_loop")
         while m:
+            # a method whose pieces exist compiled (for ``auto``: once every run is stiff) hands the rest of the
+            # loop to its compiled form, which computes the same numbers (reluflow.dynamics.compiled_field)
+            compiled_loop = method.compiled_loop(controller, post_step, carry, memory) if offers_compiled else None
+            if compiled_loop is not None:
+                if hasattr(method, "stopped"):  # every run still going stops in there: its record is final now
+                    method.stopped(carry, np.arange(m), run["rows"])
+                rows_f, rows_j = compiled_loop(run, memory, carry, save_times, rec, float(divergence_bound),
+                                               gtol_value, int(max_steps), underflow, reporter.update)
+                n_rhs += rows_f
+                n_jac += rows_j
+                break
             y, f, t, energy = run["y"], run["f"], run["t"], run["energy"]
             bad, jac_rows = method.prepare(y, carry)
             if jac_rows is not None:

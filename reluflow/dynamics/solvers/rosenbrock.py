@@ -654,6 +654,7 @@ class RosenbrockMethod:
         self.order = tableau.order
         # the local error of an order-p step is O(h^(p+1))
         self.error_exponent = tableau.order + 1
+        self.field = field
         self._stages = _Stages(tableau, field)
         self._dense = DenseShiftedSystem(symmetric)
 
@@ -691,6 +692,15 @@ class RosenbrockMethod:
     def accepted(self, memory: dict, accepted: np.ndarray) -> None:
         if self.factorization is None:
             memory["jac_current"] &= ~accepted
+
+    def compiled_loop(self, controller, post_step, carry=None, memory=None):
+        """The driver loop compiled as a whole for this method, if its pieces allow it (a compiled field that
+        offers one, the dense system, the predictive controller, no ``post_step``), else ``None``
+        (:mod:`reluflow.dynamics.compiled_field`)."""
+        if (self.field is None or not hasattr(self.field, "rosenbrock_loop") or self.factorization is not None
+                or post_step is not None or not isinstance(controller, PredictiveController)):
+            return None
+        return self.field.rosenbrock_loop(self.tableau, controller, self._dense.symmetric)
 
     def step(self, rhs, y, f, h, memory) -> StepEstimate:
         if self.factorization is None:

@@ -166,6 +166,13 @@ class SwitchingMethod:
         memory["hits"] = np.where(calm & (memory["calm"] >= CALM_RESET), 0, memory["hits"])
         memory["stiff"] = stiff | (memory["hits"] >= STIFF_HITS)
 
+    def compiled_loop(self, controller, post_step, carry, memory):
+        """Once every run of the batch is stiff (and the controller has started their predictive memories), the
+        rest is the Rosenbrock method's: its compiled loop, if it has one (the same numbers as stepping on here)."""
+        if not (isinstance(controller, SwitchingController) and carry["stiff"].all() and memory["stiff"].all()):
+            return None
+        return self.stiff.compiled_loop(controller.stiff, post_step, carry, memory)
+
     def stopped(self, memory: dict, idx: np.ndarray, runs: np.ndarray) -> None:
         """Record, for the runs that leave the batch, after how many accepted steps they switched."""
         for i, run in zip(idx, runs):
