@@ -397,17 +397,26 @@ def solve(
         # ---- main loop: one attempted step per run still going ---------------------------------------------
         offers_compiled = hasattr(method, "compiled_loop")
         while m:
-            # a method whose pieces exist compiled (for ``auto``: once every run is stiff) hands the rest of the
-            # loop to its compiled form, which computes the same numbers (reluflow.dynamics.compiled_field)
-            compiled_loop = method.compiled_loop(controller, post_step, carry, memory) if offers_compiled else None
-            if compiled_loop is not None:
-                if hasattr(method, "stopped"):  # every run still going stops in there: its record is final now
-                    method.stopped(carry, np.arange(m), run["rows"])
-                rows_f, rows_j = compiled_loop(run, memory, carry, save_times, rec, float(divergence_bound),
-                                               gtol_value, int(max_steps), underflow, reporter.update)
+            # a method whose pieces exist compiled hands runs to its compiled loop, which computes the same
+            # numbers (reluflow.dynamics.compiled_field): all of them, or for ``auto`` each run once it is stiff;
+            # runs are independent, so a handed run is integrated to its end there and leaves the batch
+            handed = method.compiled_loop(controller, post_step, carry, memory) if offers_compiled else None
+            if handed is not None:
+                compiled_loop, which = handed
+                idx = np.flatnonzero(which)
+                if hasattr(method, "stopped"):  # these runs stop in there: their record is final now
+                    method.stopped(carry, idx, run["rows"][idx])
+                keep = np.flatnonzero(~which)
+                rest_t = run["t"][keep]
+                rows_f, rows_j = compiled_loop(_take(run, idx), _take(memory, idx), _take(carry, idx), save_times,
+                                               rec, float(divergence_bound), gtol_value, int(max_steps), underflow,
+                                               lambda t_handed: reporter.update(np.concatenate([t_handed, rest_t])))
                 n_rhs += rows_f
                 n_jac += rows_j
-                break
+                run, memory, carry = _take(run, keep), _take(memory, keep), _take(carry, keep)
+                m = keep.size
+                if m == 0:
+                    break
             y, f, t, energy = run["y"], run["f"], run["t"], run["energy"]
             bad, jac_rows = method.prepare(y, carry)
             if jac_rows is not None:

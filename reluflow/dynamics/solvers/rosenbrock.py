@@ -693,14 +693,15 @@ class RosenbrockMethod:
         if self.factorization is None:
             memory["jac_current"] &= ~accepted
 
-    def compiled_loop(self, controller, post_step, carry=None, memory=None):
-        """The driver loop compiled as a whole for this method, if its pieces allow it (a compiled field that
-        offers one, the dense system, the predictive controller, no ``post_step``), else ``None``
-        (:mod:`reluflow.dynamics.compiled_field`)."""
+    def compiled_loop(self, controller, post_step, carry, memory):
+        """``(loop, which)``: the driver loop compiled as a whole for this method and the runs it takes (all), if
+        its pieces allow it (a compiled field that offers one, the dense system, the predictive controller, no
+        ``post_step``), else ``None`` (:mod:`reluflow.dynamics.compiled_field`)."""
         if (self.field is None or not hasattr(self.field, "rosenbrock_loop") or self.factorization is not None
                 or post_step is not None or not isinstance(controller, PredictiveController)):
             return None
-        return self.field.rosenbrock_loop(self.tableau, controller, self._dense.symmetric)
+        loop = self.field.rosenbrock_loop(self.tableau, controller, self._dense.symmetric)
+        return loop, np.ones(carry["jac_current"].shape[0], dtype=bool)
 
     def step(self, rhs, y, f, h, memory) -> StepEstimate:
         if self.factorization is None:

@@ -167,11 +167,16 @@ class SwitchingMethod:
         memory["stiff"] = stiff | (memory["hits"] >= STIFF_HITS)
 
     def compiled_loop(self, controller, post_step, carry, memory):
-        """Once every run of the batch is stiff (and the controller has started their predictive memories), the
-        rest is the Rosenbrock method's: its compiled loop, if it has one (the same numbers as stepping on here)."""
-        if not (isinstance(controller, SwitchingController) and carry["stiff"].all() and memory["stiff"].all()):
+        """The runs that are stiff (and whose predictive memory the controller has started) are the Rosenbrock
+        method's from here on: its compiled loop, if it has one, takes them (the same numbers as stepping them
+        on here, each run's arithmetic being its own)."""
+        if not isinstance(controller, SwitchingController):
             return None
-        return self.stiff.compiled_loop(controller.stiff, post_step, carry, memory)
+        which = carry["stiff"] & memory["stiff"]
+        if not which.any():
+            return None
+        handed = self.stiff.compiled_loop(controller.stiff, post_step, carry, memory)
+        return None if handed is None else (handed[0], which)
 
     def stopped(self, memory: dict, idx: np.ndarray, runs: np.ndarray) -> None:
         """Record, for the runs that leave the batch, after how many accepted steps they switched."""
