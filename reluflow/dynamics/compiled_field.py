@@ -22,8 +22,9 @@ stage loop, ``_combine``, ``_predictive_norm``, ``_predictive_update``, ``_advan
 rules between them, so every number is the bit of the Python loop. Two differences of bookkeeping only: a row
 whose ``sigma I - J`` is singular runs through the stages with the others and its results are then discarded (the
 Python loop refactorizes without it; each row's arithmetic is its own either way), and the runs that stop leave
-the batch by a stable in-place compaction. The loop returns to Python every ``chunk`` steps, for the progress
-report.
+the batch by a stable in-place compaction. The runs handed over form a pool (:class:`RosenbrockLoop`) that the
+driver advances a chunk of steps at a time, beside its own loop (for ``auto``: the runs not yet stiff) and, once
+that is empty, to the end, with its progress report in between.
 
 The kernel is called statically (a compiled function passed as an argument would be recompiled in every new
 process: numba cannot cache it), so this module is specific to the exact d = 1 kernel, the one law whose small
@@ -346,32 +347,67 @@ class StandardField1D:
         _, risk = self._buffers(m, n)
         _explicit_stages(self.width, self.arguments, y, h, K, stage_idx, stage_w, fsal, point, y_new, risk)
 
-    def rosenbrock_loop(self, tableau, controller, symmetric: bool, chunk: int = 256):
-        """The compiled loop as the driver calls it: ``loop(run, memory, carry, save_times, rec, divergence_bound,
-        gtol, max_steps, underflow, progress) -> (rows passed to the field, rows passed to the Jacobian)``, with the
-        driver's per-run arrays (``run``, the controller's ``memory``, the method's ``carry``) and its recorder."""
-        a = np.ascontiguousarray(tableau.a)
-        c = np.ascontiguousarray(tableau.c)
-        m_w = np.ascontiguousarray(tableau.m)
-        e_w = np.ascontiguousarray(tableau.m - tableau.m_hat)
-        gamma = float(tableau.gamma)
+    def rosenbrock_loop(self, tableau, controller, symmetric: bool) -> "RosenbrockLoop":
+        """The compiled driver loop of a dense Rosenbrock method with ``controller``
+        (:class:`~reluflow.dynamics.solvers.controllers.PredictiveController`) on this field."""
+        return RosenbrockLoop(self, tableau, controller, symmetric)
 
-        def loop(run, memory, carry, save_times, rec, divergence_bound, gtol, max_steps, underflow, progress):
-            m, n = run["y"].shape
-            atol_row = np.ascontiguousarray(np.broadcast_to(controller.atol, (n,)), dtype=float)
-            totals = np.zeros(2, dtype=np.int64)
-            arrays = [run[key] for key in ("rows", "y", "f", "t", "energy", "sidx", "n_acc", "n_rej", "h", "n_rhs",
-                                           "n_jac")]
-            arrays = [np.ascontiguousarray(x) for x in arrays]
-            arrays[8] = np.ascontiguousarray(arrays[8], dtype=float)
-            ctrl = [memory[key] for key in ("h_acc", "err_acc", "last_rejected", "n_singular")]
-            while m:
-                m = _rosenbrock_chunk(self.width, self.arguments, self.jac_arguments, symmetric, a, c, m_w, e_w, gamma,
-                                      controller.rtol, atol_row, float(np.max(controller.atol)), float(controller.q), m,
-                                      *arrays, *ctrl, carry["jac"], carry["jac_current"], save_times, divergence_bound,
-                                      gtol, max_steps, underflow, rec.y, rec.energy, rec.n_steps, rec.n_rejected,
-                                      rec.status, rec.t_final, rec.n_rhs, rec.n_jac, chunk, totals)  # fmt: skip
-                progress(arrays[3][:m])
-            return int(totals[0]), int(totals[1])
 
-        return loop
+_RUN_KEYS = ("rows", "y", "f", "t", "energy", "sidx", "n_acc", "n_rej", "h", "n_rhs", "n_jac")
+_CONTROLLER_KEYS = ("h_acc", "err_acc", "last_rejected", "n_singular")
+_METHOD_KEYS = ("jac", "jac_current")
+
+
+class RosenbrockLoop:
+    """The runs handed to the compiled loop (a pool, ``m`` of them going) and how to advance them.
+
+    The driver hands runs over with :meth:`join` (its per-run arrays: ``run``, the controller's ``memory``, the
+    method's ``carry``), possibly several times, and advances the pool by :meth:`advance`; a run stays in the pool
+    until it stops, its records going straight into the driver's recorder. The pool's order of runs is not theirs
+    in the batch: each run's arithmetic is its own.
+    """
+
+    def __init__(self, field: StandardField1D, tableau, controller, symmetric: bool):
+        self.field = field
+        self.controller = controller
+        self.symmetric = bool(symmetric)
+        self.a = np.ascontiguousarray(tableau.a)
+        self.c = np.ascontiguousarray(tableau.c)
+        self.m_w = np.ascontiguousarray(tableau.m)
+        self.e_w = np.ascontiguousarray(tableau.m - tableau.m_hat)
+        self.gamma = float(tableau.gamma)
+        self.m = 0
+        self.arrays: list[np.ndarray] = []
+
+    def join(self, run: dict, memory: dict, carry: dict) -> None:
+        """Add runs (the driver's per-run arrays for them) to the pool."""
+        new = [run[k] for k in _RUN_KEYS] + [memory[k] for k in _CONTROLLER_KEYS] + [carry[k] for k in _METHOD_KEYS]
+        if self.m:
+            new = [np.concatenate([old[: self.m], part]) for old, part in zip(self.arrays, new)]
+        self.arrays = [np.ascontiguousarray(x) for x in new]
+        self.arrays[8] = np.ascontiguousarray(self.arrays[8], dtype=float)
+        self.m = self.arrays[0].shape[0]
+
+    @property
+    def t(self) -> np.ndarray:
+        """The times of the runs going."""
+        return self.arrays[3][: self.m] if self.m else np.zeros(0)
+
+    def advance(self, iterations: int, save_times, rec, divergence_bound: float, gtol: float, max_steps: int,
+                underflow: float) -> tuple[int, int]:
+        """Up to ``iterations`` steps of every run going; returns the rows passed to the field and to the
+        Jacobian."""
+        if not self.m:
+            return 0, 0
+        n = self.arrays[1].shape[1]
+        controller = self.controller
+        atol_row = np.ascontiguousarray(np.broadcast_to(controller.atol, (n,)), dtype=float)
+        totals = np.zeros(2, dtype=np.int64)
+        field = self.field
+        self.m = _rosenbrock_chunk(field.width, field.arguments, field.jac_arguments, self.symmetric, self.a, self.c,
+                                   self.m_w, self.e_w, self.gamma, controller.rtol, atol_row,
+                                   float(np.max(controller.atol)), float(controller.q), self.m, *self.arrays,
+                                   save_times, divergence_bound, gtol, max_steps, underflow, rec.y, rec.energy,
+                                   rec.n_steps, rec.n_rejected, rec.status, rec.t_final, rec.n_rhs, rec.n_jac,
+                                   int(iterations), totals)  # fmt: skip
+        return int(totals[0]), int(totals[1])

@@ -50,6 +50,8 @@ __all__ = ["StepEstimate", "solve", "check_save_times", "check_states"]
 
 #: minimal interval between two progress callbacks, seconds.
 PROGRESS_INTERVAL = 0.5
+#: steps per compiled call of the runs handed to a compiled loop (progress is reported in between)
+POOL_CHUNK = 64
 
 
 @dataclass
@@ -395,28 +397,39 @@ def solve(
         no_verdict = np.zeros(0, dtype=np.bool_)
 
         # ---- main loop: one attempted step per run still going ---------------------------------------------
+        # A method whose pieces exist compiled hands runs to its compiled loop (the same numbers:
+        # reluflow.dynamics.compiled_field): all of them, or for ``auto`` each run once it is stiff. The handed
+        # runs (the pool) advance by as many steps as this loop takes, POOL_CHUNK at a time in one compiled call
+        # (the call's own cost is then negligible), and straight on once this loop has no run left; a run stays
+        # there until it stops (runs are independent: the split changes no number).
         offers_compiled = hasattr(method, "compiled_loop")
-        while m:
-            # a method whose pieces exist compiled hands runs to its compiled loop, which computes the same
-            # numbers (reluflow.dynamics.compiled_field): all of them, or for ``auto`` each run once it is stiff;
-            # runs are independent, so a handed run is integrated to its end there and leaves the batch
-            handed = method.compiled_loop(controller, post_step, carry, memory) if offers_compiled else None
-            if handed is not None:
-                compiled_loop, which = handed
-                idx = np.flatnonzero(which)
-                if hasattr(method, "stopped"):  # these runs stop in there: their record is final now
-                    method.stopped(carry, idx, run["rows"][idx])
-                keep = np.flatnonzero(~which)
-                rest_t = run["t"][keep]
-                rows_f, rows_j = compiled_loop(_take(run, idx), _take(memory, idx), _take(carry, idx), save_times,
-                                               rec, float(divergence_bound), gtol_value, int(max_steps), underflow,
-                                               lambda t_handed: reporter.update(np.concatenate([t_handed, rest_t])))
-                n_rhs += rows_f
-                n_jac += rows_j
-                run, memory, carry = _take(run, keep), _take(memory, keep), _take(carry, keep)
-                m = keep.size
-                if m == 0:
-                    break
+        pool = None
+        pool_behind = 0
+        stopping = (save_times, rec, float(divergence_bound), gtol_value, int(max_steps), underflow)
+        while m or (pool is not None and pool.m):
+            if m and offers_compiled:
+                handed = method.compiled_loop(controller, post_step, carry, memory)
+                if handed is not None:
+                    pool, which = handed
+                    idx = np.flatnonzero(which)
+                    if hasattr(method, "stopped"):  # these runs stop in the pool: their record is final now
+                        method.stopped(carry, idx, run["rows"][idx])
+                    pool.join(_take(run, idx), _take(memory, idx), _take(carry, idx))
+                    keep = np.flatnonzero(~which)
+                    run, memory, carry = _take(run, keep), _take(memory, keep), _take(carry, keep)
+                    m = keep.size
+            if pool is not None and pool.m:
+                pool_behind += 1
+                if pool_behind >= POOL_CHUNK or not m:
+                    rows_f, rows_j = pool.advance(max(pool_behind, POOL_CHUNK), *stopping)
+                    n_rhs += rows_f
+                    n_jac += rows_j
+                    pool_behind = 0
+                if not m:
+                    reporter.update(pool.t)
+                    continue
+            if not m:
+                continue
             y, f, t, energy = run["y"], run["f"], run["t"], run["energy"]
             bad, jac_rows = method.prepare(y, carry)
             if jac_rows is not None:
@@ -495,7 +508,8 @@ def solve(
                 keep = np.flatnonzero(done == CONTINUE)
                 run, memory, carry = _take(run, keep), _take(memory, keep), _take(carry, keep)
                 m = keep.size
-            reporter.update(run["t"])
+            reporter.update(run["t"] if pool is None or reporter.callback is None
+                            else np.concatenate([run["t"], pool.t]))
 
     reporter.finish()
     return SolveResult(

@@ -655,6 +655,7 @@ class RosenbrockMethod:
         # the local error of an order-p step is O(h^(p+1))
         self.error_exponent = tableau.order + 1
         self.field = field
+        self._pool = None
         self._stages = _Stages(tableau, field)
         self._dense = DenseShiftedSystem(symmetric)
 
@@ -700,8 +701,9 @@ class RosenbrockMethod:
         if (self.field is None or not hasattr(self.field, "rosenbrock_loop") or self.factorization is not None
                 or post_step is not None or not isinstance(controller, PredictiveController)):
             return None
-        loop = self.field.rosenbrock_loop(self.tableau, controller, self._dense.symmetric)
-        return loop, np.ones(carry["jac_current"].shape[0], dtype=bool)
+        if self._pool is None or self._pool[0] is not controller:  # one pool per solve (one controller each)
+            self._pool = (controller, self.field.rosenbrock_loop(self.tableau, controller, self._dense.symmetric))
+        return self._pool[1], np.ones(carry["jac_current"].shape[0], dtype=bool)
 
     def step(self, rhs, y, f, h, memory) -> StepEstimate:
         if self.factorization is None:

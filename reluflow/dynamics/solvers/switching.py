@@ -60,10 +60,6 @@ STIFF_H_LAMBDA = 1.5
 STIFF_HITS = 15
 #: non-stiff steps in a row that reset the count of stiff steps (``dopri5.f``: 6)
 CALM_RESET = 6
-#: up to this many parameters a stiff run leaves for the compiled Rosenbrock loop at once, above only with the
-#: whole batch (:meth:`SwitchingMethod.compiled_loop`; measured: H = 1 and 4 gain from going at once, H = 16 loses)
-HANDOVER_EACH_MAX_PARAMS = 16
-
 
 @njit(cache=True, error_model="numpy")
 def _h_lambda(h, y_new, stage, k_new, k_stage, out):
@@ -172,19 +168,15 @@ class SwitchingMethod:
     def compiled_loop(self, controller, post_step, carry, memory):
         """The runs that are stiff (and whose predictive memory the controller has started) are the Rosenbrock
         method's from here on: its compiled loop, if it has one, takes them (the same numbers as stepping them
-        on here, each run's arithmetic being its own). With at most :data:`HANDOVER_EACH_MAX_PARAMS` parameters
-        each run goes as soon as it is stiff (a step of this loop costs more Python than kernel: every run out
-        of it helps); above, once every run is (the compiled loop's linear algebra runs all rows in lockstep,
-        several times cheaper per row than one row alone: measured at H = 16, 8 runs, 1.5x faster to wait)."""
+        on here, each run's arithmetic being its own); the driver steps them there together, in lockstep with
+        the explicit runs it steps here."""
         if not isinstance(controller, SwitchingController):
             return None
         which = carry["stiff"] & memory["stiff"]
         if not which.any():
             return None
         handed = self.stiff.compiled_loop(controller.stiff, post_step, carry, memory)
-        if handed is None or (not which.all() and carry["jac"].shape[1] > HANDOVER_EACH_MAX_PARAMS):
-            return None
-        return handed[0], which
+        return None if handed is None else (handed[0], which)
 
     def stopped(self, memory: dict, idx: np.ndarray, runs: np.ndarray) -> None:
         """Record, for the runs that leave the batch, after how many accepted steps they switched."""
