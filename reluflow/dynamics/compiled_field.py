@@ -48,29 +48,6 @@ __all__ = ["StandardField1D"]
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _rosenbrock_dense_stages(H, arguments, kind, A, lu, piv, work, y, f0, h, h_gamma, c, a, U, Ue, r, r_energy,
-                             arg, fs, risk):  # fmt: skip
-    """Every stage of one Rosenbrock step (``s = U.shape[0]``) from ``y (m, n)`` with ``f0 = f(y)``: the stage
-    arguments' ``f = -G`` by the exact d = 1 kernel (``H`` and the table's ``arguments``), then
-    :func:`_dense_stage` with the coefficient rows ``c[i, :i]`` and ``a[i + 1, :i + 1]``. ``fs (m, n)``,
-    ``risk (m,)``: scratch."""
-    s = U.shape[0]
-    m, n = y.shape
-    for i in range(s):
-        if i == 0:
-            stage_f = f0
-        else:
-            _rows(arg, H, *arguments, risk, fs)
-            for row in range(m):
-                for col in range(n):
-                    fs[row, col] = -fs[row, col]
-            stage_f = fs
-        a_next = a[i + 1, : i + 1] if i + 1 < s else a[0, :0]
-        _dense_stage(kind, A, lu, piv, work, stage_f, U, Ue, i, c[i, :i], h, h_gamma, r, r_energy, f0, y, a_next,
-                     arg)  # fmt: skip
-
-
-@numba.njit(cache=True, error_model="numpy")
 def _negative_gradient(H, arguments, theta, out, risk):
     """``out = -G(theta)`` by the exact d = 1 kernel, as :meth:`StandardFlow.rhs` computes it."""
     _rows(theta, H, *arguments, risk, out)
@@ -78,6 +55,25 @@ def _negative_gradient(H, arguments, theta, out, risk):
     for row in range(m):
         for col in range(n):
             out[row, col] = -out[row, col]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _rosenbrock_dense_stages(H, arguments, kind, A, lu, piv, work, y, f0, h, h_gamma, c, a, U, Ue, r, r_energy,
+                             arg, fs, risk):  # fmt: skip
+    """Every stage of one Rosenbrock step (``s = U.shape[0]``) from ``y (m, n)`` with ``f0 = f(y)``: the stage
+    arguments' ``f = -G`` by the exact d = 1 kernel (``H`` and the table's ``arguments``), then
+    :func:`_dense_stage` with the coefficient rows ``c[i, :i]`` and ``a[i + 1, :i + 1]``. ``fs (m, n)``,
+    ``risk (m,)``: scratch."""
+    s = U.shape[0]
+    for i in range(s):
+        if i == 0:
+            stage_f = f0
+        else:
+            _negative_gradient(H, arguments, arg, fs, risk)
+            stage_f = fs
+        a_next = a[i + 1, : i + 1] if i + 1 < s else a[0, :0]
+        _dense_stage(kind, A, lu, piv, work, stage_f, U, Ue, i, c[i, :i], h, h_gamma, r, r_energy, f0, y, a_next,
+                     arg)  # fmt: skip
 
 
 @numba.njit(cache=True, error_model="numpy")
