@@ -127,3 +127,20 @@ def test_only_d1_densities_on_the_compiled_backend_have_a_compiled_field():
                                     "target": {"kind": "affine", "slope": 1.0, "intercept": 0.0},
                                     "measure": {"kind": "data", "points": [0.1, 0.5, 0.9], "weights": [0.25, 0.5, 0.25]}})
     assert StandardFlow(discrete).compiled() is None
+
+
+@pytest.mark.parametrize("solver", ["rodas4", "auto"])
+def test_a_runs_numbers_in_the_compiled_loop_do_not_depend_on_its_batch(solver):
+    """The pool reorders and compacts runs and hands them over at different steps: a run's numbers must still be
+    those it has alone, and in the batch in reverse order."""
+    problem = Problem.from_config(PROBLEMS["sine and affine, triangular density, k = 2"])
+    flow = StandardFlow(problem)
+    y0 = np.random.default_rng(4).standard_normal((5, problem.n_params))
+    times = [0.0, 0.5, 1e2, 1e5]
+    batch = solve(solver, flow, y0, times, flow.compiled())
+    reverse = solve(solver, flow, y0[::-1].copy(), times, flow.compiled())
+    for r in range(5):
+        alone = solve(solver, flow, y0[r : r + 1], times, flow.compiled())
+        for name in ("y", "energy", "n_steps", "n_rejected", "status", "n_rhs_run", "n_jac_run"):
+            assert np.array_equal(getattr(alone, name)[0], getattr(batch, name)[r], equal_nan=True), (r, name)
+            assert np.array_equal(getattr(reverse, name)[4 - r], getattr(batch, name)[r], equal_nan=True), (r, name)
