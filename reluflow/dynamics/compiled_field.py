@@ -160,7 +160,7 @@ def _rosenbrock_chunk(H, arguments, jac_arguments, symmetric, a, c, m_w, e_w, ga
     gathered_f = np.empty((M, n))
     pick = np.empty(M, dtype=np.int64)
     bad = np.zeros(M, dtype=np.bool_)
-    A = np.empty((n, n, M if symmetric else 0))
+    no_lanes = np.empty((n, n, 0))  # the dense system's Cholesky factors when every row takes LU
 
     for _ in range(max_iterations):
         if m == 0:
@@ -212,7 +212,7 @@ def _rosenbrock_chunk(H, arguments, jac_arguments, symmetric, a, c, m_w, e_w, ga
                 _cholesky_shifted(jm, sigma[:m], Am, kind[:m])
             else:
                 kind[:m] = 0
-                Am = A[:, :, :0]
+                Am = no_lanes
             for i in range(m):
                 if kind[i] == 0:
                     lu_factor_shifted(jm[i : i + 1], sigma[i : i + 1], lu[i : i + 1], piv[i : i + 1], ok[i : i + 1])

@@ -139,11 +139,9 @@ class StandardFlow:
         if problem.table is None or problem.input_dim != 1 or problem.backend != "numba":
             return None
         from reluflow.dynamics.compiled_field import StandardField1D
+        from reluflow.kernels.jacobian1d_numba import kernel_arguments
 
-        arrays = problem.table_arrays
-        jac_arguments = (arrays.knots, arrays.target_poly, arrays.sines, arrays.density_poly,
-                         np.array(arrays.nodes, dtype=float), np.array(arrays.weights, dtype=float))
-        return StandardField1D(problem.width, problem.compiled_arguments, jac_arguments)
+        return StandardField1D(problem.width, problem.compiled_arguments, kernel_arguments(problem.table_arrays))
 
     def prepare(self, theta0: np.ndarray) -> np.ndarray:
         """Initial states for this flow (the standard flow starts where it is told)."""

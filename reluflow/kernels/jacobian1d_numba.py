@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["gradient_jacobian_rows"]
+__all__ = ["gradient_jacobian_rows", "kernel_arguments"]
 
 # IEEE semantics for x / 0 (the kink of a neuron with w = 0 is never used), no ZeroDivisionError branch.
 _JIT = dict(cache=True, error_model="numpy")
@@ -29,14 +29,18 @@ _JIT = dict(cache=True, error_model="numpy")
 _JIT_INLINE = dict(_JIT, inline="always")
 
 
+def kernel_arguments(arrays) -> tuple:
+    """The table's part of the arguments of the compiled Jacobian kernel ``_rows``, from checked ``TableArrays``:
+    ``(knots, target_poly, sines, density_poly, nodes, weights)``."""
+    return (arrays.knots, arrays.target_poly, arrays.sines, arrays.density_poly, np.array(arrays.nodes),
+            np.array(arrays.weights))
+
+
 def gradient_jacobian_rows(theta2d: np.ndarray, H: int, arrays) -> np.ndarray:
     """``J (M, n, n)`` for validated ``theta2d (M, n)`` (C-contiguous float64) and ``TableArrays``."""
     M, n = theta2d.shape
     jac = np.empty((M, n, n))
-    _rows(
-        theta2d, H, arrays.knots, arrays.target_poly, arrays.sines, arrays.density_poly,
-        np.array(arrays.nodes), np.array(arrays.weights), jac,
-    )  # fmt: skip
+    _rows(theta2d, H, *kernel_arguments(arrays), jac)
     return jac
 
 

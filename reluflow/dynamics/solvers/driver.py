@@ -420,8 +420,8 @@ def solve(
                     m = keep.size
             if pool is not None and pool.m:
                 pool_behind += 1
-                if pool_behind >= POOL_CHUNK or not m:
-                    rows_f, rows_j = pool.advance(max(pool_behind, POOL_CHUNK), *stopping)
+                if pool_behind == POOL_CHUNK or not m:
+                    rows_f, rows_j = pool.advance(POOL_CHUNK, *stopping)
                     n_rhs += rows_f
                     n_jac += rows_j
                     pool_behind = 0
