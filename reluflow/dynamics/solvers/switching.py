@@ -61,6 +61,7 @@ STIFF_HITS = 15
 #: non-stiff steps in a row that reset the count of stiff steps (``dopri5.f``: 6)
 CALM_RESET = 6
 
+
 @njit(cache=True, error_model="numpy")
 def _h_lambda(h, y_new, stage, k_new, k_stage, out):
     """``h |k_new - k_stage| / |y_new - stage|`` per row (0 where the denominator vanishes)."""
