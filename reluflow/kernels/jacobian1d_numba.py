@@ -127,7 +127,7 @@ def _target_moments(l, m, lo, hi, target_poly, sines, density_poly, nodes, weigh
     return half * f0, half * f1
 
 
-@njit(**_JIT)
+@njit(**_JIT_INLINE)
 def _cumulative_at(x, knots, target_poly, sines, density_poly, nodes, weights, knot_p, knot_f, out_p, out_f):
     """``F_s(x)`` into ``out_p (3,)`` and ``Phi_{s,m}(x)`` into ``out_f (2, k)``: knot sums + partial interval."""
     l = _interval_right(knots, x)
@@ -190,7 +190,7 @@ def _rows(theta, H, knots, target_poly, sines, density_poly, nodes, weights, jac
              pos_p, pos_f, switches_on, inside, lo, hi, xi, F_lo, F_hi, T_diag, U, S, rho, pair, jac_out[row])  # fmt: skip
 
 
-@njit(**_JIT)
+@njit(**_JIT_INLINE)
 def _row(theta, H, knots, target_poly, sines, density_poly, nodes, weights, knot_p, knot_f, end_p, end_f,
          pos_p, pos_f, switches_on, inside, lo, hi, xi, F_lo, F_hi, T_diag, U, S, rho, pair, jac):  # fmt: skip
     """``J`` of one parameter vector ``theta (n,)`` into ``jac (n, n)``.
