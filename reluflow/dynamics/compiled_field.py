@@ -93,7 +93,7 @@ _FINISHED, _CONVERGED, _DIVERGED, _FAILED = 0, 1, 2, 3
 _MAX_SINGULAR = 5
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _stop(i, status, first_unsaved, rows, t, y, energy, n_acc, n_rej, n_rhs_run, n_jac_run, rec_y, rec_energy,
           rec_steps, rec_rejected, rec_status, rec_t_final, rec_n_rhs, rec_n_jac):  # fmt: skip
     """``_Recorder.stop`` for active row ``i``: final counters at the save indices from ``first_unsaved`` on,

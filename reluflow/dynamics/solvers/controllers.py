@@ -221,7 +221,7 @@ _FAC_SHRINK = 5.0  # largest h/h_new: at most 5x reduction per rejection
 _MAX_SINGULAR = 5
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _predictive_norm(error, y0, y1, energy_error, energy0, increment, rtol, atol, atol_energy, out):
     """The RMS error norm of :meth:`PredictiveController.estimate_norm`, one row at a time (compiled: the
     controller runs once per step, where numpy's per-call overhead on a small batch outweighs the arithmetic)."""
@@ -242,7 +242,7 @@ def _predictive_norm(error, y0, y1, energy_error, energy0, increment, rtol, atol
         out[r] = err if (finite and np.isfinite(err)) else np.inf
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _predictive_update(step, err, accepted, valid, n_accepted, h_acc, err_acc, last_rejected, n_singular, q, h_new):
     """The step proposal and memory update of :meth:`PredictiveController.update`, per row, in place."""
     for r in range(step.shape[0]):

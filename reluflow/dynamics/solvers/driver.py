@@ -160,7 +160,7 @@ def row_checks(x):
 CONTINUE = -1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _advance(ok, land, t, t_after, energy, increment, n_acc, n_rej, h, sidx, y, f, rows, save_times,
              divergence_bound, gtol, max_steps, underflow, gave_up, rec_y, rec_energy, rec_steps, rec_rejected,
              outcome):  # fmt: skip

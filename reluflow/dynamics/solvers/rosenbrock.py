@@ -273,7 +273,7 @@ def _cholesky_shifted(jac, shift, A, kind):
                     A[i, j, r] -= A[k, i, r] * A[k, j, r]
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _dense_solve_into(kind, A, lu, piv, b, x, work):
     """``x[r] = W_r^{-1} b[r]`` from :meth:`DenseShiftedSystem.factor`: the Cholesky factors ``A`` for the rows
     with ``kind[r] == 1`` (all rows in lockstep, as in :func:`_cholesky_shifted`), the LU of ``lu, piv``
@@ -380,7 +380,7 @@ def _finite_rows(x):
 # ----------------------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _stage_rhs(fs, U, Ue, i, c_row, h, r, r_energy):
     """``r = fs + sum_{j<i} (c_ij / h) U[j]`` and ``r_energy = |fs|^2 + sum_{j<i} (c_ij / h) Ue[j]`` per row."""
     m, n = fs.shape
@@ -400,7 +400,7 @@ def _stage_rhs(fs, U, Ue, i, c_row, h, r, r_energy):
         r_energy[row] = acc
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _stage_finish(U, Ue, i, r, r_energy, f0, h_gamma, y, a_next, next_arg):
     """The energy stage ``Ue[i] = h gamma (r_energy + 2 f0 . J U[i])`` with ``J U[i] = U[i] / (h gamma) - r``
     (module docstring), and the next stage's argument ``y + sum_{j<=i} a_next[j] U[j]`` (if ``a_next`` has
@@ -423,7 +423,7 @@ def _stage_finish(U, Ue, i, r, r_energy, f0, h_gamma, y, a_next, next_arg):
                         next_arg[row, col] += aj * U[j, row, col]
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _dense_stage(kind, A, lu, piv, work, fs, U, Ue, i, c_row, h, h_gamma, r, r_energy, f0, y, a_next, next_arg):
     """One stage with a dense factorization, fused (one compiled call per stage, where the per-call cost of three
     calls outweighs the arithmetic of a small system): :func:`_stage_rhs`, the solve into ``U[i]``,
@@ -433,7 +433,7 @@ def _dense_stage(kind, A, lu, piv, work, fs, U, Ue, i, c_row, h, h_gamma, r, r_e
     _stage_finish(U, Ue, i, r, r_energy, f0, h_gamma, y, a_next, next_arg)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _combine(y, U, Ue, m_w, e_w, y_new, err, d_energy, e_energy):
     """``y_new = y + sum m_i U[i]``, ``err = sum (m_i - mhat_i) U[i]`` and the same for the energy stages."""
     s = U.shape[0]
