@@ -47,17 +47,19 @@ from reluflow.kernels.jacobian1d_numba import _rows as _jacobian_rows
 __all__ = ["StandardField1D"]
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _negative_gradient(H, arguments, theta, out, risk):
     """``out = -G(theta)`` by the exact d = 1 kernel, as :meth:`StandardFlow.rhs` computes it."""
-    _rows(theta, H, *arguments, risk, out)
+    knots, target_poly, target_pow, sines, density_poly, density_pow, nodes, weights, tokens = arguments
+    _rows(theta, H, knots, target_poly, target_pow, sines, density_poly, density_pow, nodes, weights, tokens, risk,
+          out)  # fmt: skip
     m, n = out.shape
     for row in range(m):
         for col in range(n):
             out[row, col] = -out[row, col]
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _rosenbrock_dense_stages(H, arguments, kind, A, lu, piv, work, y, f0, h, h_gamma, c, a, U, Ue, r, r_energy,
                              arg, fs, risk):  # fmt: skip
     """Every stage of one Rosenbrock step (``s = U.shape[0]``) from ``y (m, n)`` with ``f0 = f(y)``: the stage

@@ -242,7 +242,7 @@ ROSENBROCK_TABLEAUS: dict[str, RosenbrockTableau] = {t.name: t for t in (RODAS4,
 # ----------------------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _cholesky_shifted(jac, shift, A, kind):
     """``shift[r] I - jac[r] = U_r^T U_r`` (Cholesky) for every row ``r`` at once, ``U_r = A[:, :, r]`` (upper
     triangle); ``kind[r]`` becomes 0 where a pivot is not positive (``W`` not positive definite: the caller
