@@ -304,11 +304,6 @@ def _dense_solve_into(kind, A, lu, piv, b, x, work):
             lu_solve_into(lu[r : r + 1], piv[r : r + 1], b[r : r + 1], x[r : r + 1])
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The linear systems W = sigma I - J of a step: dense (J kept per run) or structured (no n x n matrix)
-# ----------------------------------------------------------------------------------------------------------
-
-
 class DenseShiftedSystem:
     """``W = sigma I - J`` from dense Jacobians ``jac (m, n, n)``, factorized per row by this module's compiled
     kernels: partial-pivoting LU, or, for a symmetric ``J`` (``symmetric=True``: the standard gradient flow,
