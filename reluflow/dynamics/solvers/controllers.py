@@ -221,6 +221,7 @@ _FAC_SHRINK = 5.0  # largest h/h_new: at most 5x reduction per rejection
 _MAX_SINGULAR = 5
 
 
+# inline="always" (here and below): why, in reluflow.dynamics.compiled_field's docstring
 @njit(cache=True, error_model="numpy", inline="always")
 def _predictive_norm(error, y0, y1, energy_error, energy0, increment, rtol, atol, atol_energy, out):
     """The RMS error norm of :meth:`PredictiveController.estimate_norm`, one row at a time (compiled: the

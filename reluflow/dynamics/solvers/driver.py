@@ -160,6 +160,7 @@ def row_checks(x):
 CONTINUE = -1
 
 
+# inline="always" (here and below): why, in reluflow.dynamics.compiled_field's docstring
 @njit(cache=True, inline="always")
 def _advance(ok, land, t, t_after, energy, increment, n_acc, n_rej, h, sidx, y, f, rows, save_times,
              divergence_bound, gtol, max_steps, underflow, gave_up, rec_y, rec_energy, rec_steps, rec_rejected,

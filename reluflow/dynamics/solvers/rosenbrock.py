@@ -242,6 +242,7 @@ ROSENBROCK_TABLEAUS: dict[str, RosenbrockTableau] = {t.name: t for t in (RODAS4,
 # ----------------------------------------------------------------------------------------------------------
 
 
+# inline="always" (here and below): why, in reluflow.dynamics.compiled_field's docstring
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _cholesky_shifted(jac, shift, A, kind):
     """``shift[r] I - jac[r] = U_r^T U_r`` (Cholesky) for every row ``r`` at once, ``U_r = A[:, :, r]`` (upper
