@@ -77,6 +77,24 @@ def _h_lambda(h, y_new, stage, k_new, k_stage, out):
         out[r] = h[r] * np.sqrt(num / den) if den > 0.0 else 0.0
 
 
+@njit(cache=True)
+def _count_stiff_steps(accepted, stiff, h_lambda, explicit_steps, hits, calm, threshold, hits_to_switch, reset_after):
+    """The detection's counters after a step, per row, in place (``stiff``, ``explicit_steps``, ``hits``,
+    ``calm``): an accepted explicit step counts; it is a hit when ``h lambda > threshold``, else a calm step (a
+    hit resets the calm steps, ``reset_after`` calm steps in a row reset the hits); ``hits_to_switch`` hits
+    make the row stiff. Integer bookkeeping only: one compiled call instead of a dozen small numpy ones."""
+    for r in range(accepted.shape[0]):
+        explicit = accepted[r] and not stiff[r]
+        big = explicit and h_lambda[r] > threshold
+        quiet = explicit and not big
+        explicit_steps[r] += explicit
+        hits[r] += big
+        calm[r] = 0 if big else calm[r] + quiet
+        if quiet and calm[r] >= reset_after:
+            hits[r] = 0
+        stiff[r] = stiff[r] or hits[r] >= hits_to_switch
+
+
 class SwitchingMethod:
     """Per-run switch from an explicit pair (``dopri5``) to a Rosenbrock method (module docstring)."""
 
@@ -156,15 +174,11 @@ class SwitchingMethod:
 
     def accepted(self, memory: dict, accepted: np.ndarray) -> None:
         self.stiff.accepted(memory, accepted)
-        stiff = memory["stiff"]
-        explicit = accepted & ~stiff
-        memory["explicit_steps"] += explicit
-        big = explicit & (self._h_lambda > STIFF_H_LAMBDA)
-        calm = explicit & ~big
-        memory["hits"] += big
-        memory["calm"] = np.where(big, 0, memory["calm"] + calm)
-        memory["hits"] = np.where(calm & (memory["calm"] >= CALM_RESET), 0, memory["hits"])
-        memory["stiff"] = stiff | (memory["hits"] >= STIFF_HITS)
+        # new arrays, not the old ones changed: this step's estimate still holds the old ``stiff``
+        counters = {key: memory[key].copy() for key in ("stiff", "explicit_steps", "hits", "calm")}
+        _count_stiff_steps(accepted, counters["stiff"], self._h_lambda, counters["explicit_steps"], counters["hits"],
+                           counters["calm"], STIFF_H_LAMBDA, STIFF_HITS, CALM_RESET)  # fmt: skip
+        memory.update(counters)
 
     def compiled_loop(self, controller, post_step, carry, memory):
         """The runs that are stiff (and whose predictive memory the controller has started) are the Rosenbrock
