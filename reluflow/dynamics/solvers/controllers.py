@@ -71,6 +71,49 @@ def _scaled_square_sums(e, y0, y1, rtol, atol):
     return out
 
 
+@njit(cache=True, error_model="numpy")
+def _rms_error(h, e, y0, y1, rtol, atol, with_energy, e_energy, energy0, energy1, out):
+    """:meth:`PIController.error_norm` without a second estimator, per row in one pass: the operations of its
+    numpy form in the same order (``np.maximum``'s NaN included), so the same numbers."""
+    m, n = e.shape
+    components = n + 1 if with_energy else n
+    for r in range(m):
+        acc = 0.0
+        for c in range(n):
+            q = e[r, c] / (atol + rtol * max(abs(y0[r, c]), abs(y1[r, c])))
+            acc += q * q
+        if with_energy:
+            a0 = abs(energy0[r])
+            a1 = abs(energy1[r])
+            bigger = a0 if a0 > a1 else a1
+            if a0 != a0 or a1 != a1:
+                bigger = np.nan
+            q = e_energy[r] / (atol + rtol * bigger)
+            acc = acc + q * q
+        err = abs(h[r]) * np.sqrt(acc / components)
+        out[r] = err if np.isfinite(err) else np.inf
+
+
+@njit(cache=True, error_model="numpy")
+def _pi_proposal(h, power_acc, power_prev, power_rej, safety, fmin, fmax, accepted, out):
+    """:meth:`PIController.next_step` from its powers (left to numpy, whose ``power`` is the one the explicit
+    pairs' numbers were made with): ``h * clip(safety e^-beta1 e_prev^beta2, fmin, fmax)`` after an accepted
+    step, ``h * clip(safety e^(-1/k), fmin, 1)`` after a rejection, NaN -> ``fmin``; the numpy form's
+    operations in its order."""
+    for r in range(h.shape[0]):
+        if accepted[r]:
+            fac = safety * power_acc[r] * power_prev[r]
+            upper = fmax
+        else:
+            fac = safety * power_rej[r]
+            upper = 1.0
+        if not fac >= fmin:  # np.fmax(fac, fmin): fmin for NaN and below
+            fac = fmin
+        if fac > upper:
+            fac = upper
+        out[r] = h[r] * fac
+
+
 class _AdaptiveLanding:
     """Save times are hit exactly: a step that would pass the next save time ``t_k`` (or come within 1 %
     of it) is replaced by the step ``t_k - t`` that lands on it. The state there is the method's solution
@@ -162,6 +205,15 @@ class PIController(_AdaptiveLanding):
         A non-finite estimate gives ``inf`` (the step is rejected).
         """
         n = y0.shape[-1]
+        if e_low is None:  # the common case (every pair but DOP853): one compiled pass
+            err = np.empty(y0.shape[0])
+            if energy is None:
+                _rms_error(h, e_main, y0, y1, float(self.rtol), float(self.atol), False, err, err, err, err)
+            else:
+                e_energy, _, energy0, energy1 = energy
+                _rms_error(h, e_main, y0, y1, float(self.rtol), float(self.atol), True, e_energy,
+                           np.asarray(energy0, dtype=float), np.asarray(energy1, dtype=float), err)  # fmt: skip
+            return err
         s_main = _scaled_square_sums(e_main, y0, y1, float(self.rtol), float(self.atol))
         if energy is not None:
             e_energy, e_energy_low, energy0, energy1 = energy
@@ -193,13 +245,12 @@ class PIController(_AdaptiveLanding):
         e = np.maximum(err, _ERR_FLOOR)
         ep = np.maximum(err_prev, _ERR_FLOOR)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            fac_acc = self.safety * np.power(e, -beta1) * np.power(ep, beta2)
-            fac_rej = self.safety * np.power(e, -1.0 / self.k)
-        # clip to [fmin, fmax] with NaN -> fmin: fmax() drops a NaN, and +-inf clip to the bounds (the same
-        # numbers as clip(nan_to_num(...)) at a fraction of its per-call cost)
-        fac_acc = np.minimum(np.fmax(fac_acc, self.fmin), self.fmax)
-        fac_rej = np.minimum(np.fmax(fac_rej, self.fmin), 1.0)
-        return h * np.where(accepted, fac_acc, fac_rej)
+            powers = np.power(e, -beta1), np.power(ep, beta2), np.power(e, -1.0 / self.k)
+        # clipped to [fmin, fmax] (after a rejection [fmin, 1]) with NaN -> fmin, +-inf to the bounds
+        out = np.empty(h.shape[0])
+        _pi_proposal(np.asarray(h, dtype=float), *powers, float(self.safety), float(self.fmin), float(self.fmax),
+                     np.asarray(accepted, dtype=np.bool_), out)  # fmt: skip
+        return out
 
     def update(self, memory: dict, step, err, accepted, valid, n_accepted, estimate=None) -> np.ndarray:
         """The next proposal after attempting ``step``; the memory is updated in place."""
