@@ -191,6 +191,58 @@ def test_next_step_rules():
     assert b[0] < a[0]
 
 
+def _numpy_error_norm(ctrl, h, e, y0, y1, energy=None):
+    """The PI controller's norm in numpy form (the form its compiled pass must reproduce bit for bit)."""
+    a0, a1 = np.abs(y0), np.abs(y1)
+    scale = ctrl.atol + ctrl.rtol * np.where(a1 > a0, a1, a0)  # the compiled max(a, b): a unless b > a
+    s = np.array([sum(q * q for q in row) for row in e / scale])  # sequential sums, as the pass adds them
+    n = y0.shape[1]
+    if energy is not None:
+        e_energy, _, energy0, energy1 = energy
+        escale = ctrl.atol + ctrl.rtol * np.maximum(np.abs(energy0), np.abs(energy1))
+        s = s + np.square(e_energy / escale)
+        n += 1
+    err = np.abs(h) * np.sqrt(s / n)
+    return np.where(np.isfinite(err), err, np.inf)
+
+
+def _numpy_next_step(ctrl, h, err, err_prev, accepted):
+    beta1, beta2 = ctrl.exponents
+    e, ep = np.maximum(err, 1e-10), np.maximum(err_prev, 1e-10)
+    with np.errstate(all="ignore"):
+        acc = np.minimum(np.fmax(ctrl.safety * np.power(e, -beta1) * np.power(ep, beta2), ctrl.fmin), ctrl.fmax)
+        rej = np.minimum(np.fmax(ctrl.safety * np.power(e, -1.0 / ctrl.k), ctrl.fmin), 1.0)
+    return h * np.where(accepted, acc, rej)
+
+
+def test_compiled_norm_and_proposal_equal_their_numpy_form_bit_for_bit():
+    """The error norm and the step proposal run as compiled passes; the explicit pairs' stored numbers rely on
+    them giving the numpy form's bits, NaN, infinities and zeros included."""
+    rng = np.random.default_rng(7)
+    ctrl = PIController(rtol=1e-7, atol=1e-9, error_order=4)
+    m, n = 200, 5
+    y0, y1 = rng.normal(size=(m, n)) * 10.0 ** rng.integers(-12, 4, (m, 1)), rng.normal(size=(m, n))
+    e = rng.normal(size=(m, n)) * 10.0 ** rng.integers(-16, 2, (m, 1))
+    h = 10.0 ** rng.uniform(-8, 3, m)
+    energy = (rng.normal(size=m) * 1e-6, None, np.abs(rng.normal(size=m)), np.abs(rng.normal(size=m)))
+    e[3, 1] = np.nan
+    e[4, 0] = np.inf
+    y1[5, 2] = np.nan
+    energy[2][6] = np.nan
+    energy[0][7] = np.inf
+    e[8] = 0.0
+    for en in (None, energy):
+        got = ctrl.error_norm(h, e, y0, y1, None, en)
+        want = _numpy_error_norm(ctrl, h, e, y0, y1, en)
+        assert np.array_equal(got, want), np.flatnonzero(got != want)
+    err = np.abs(rng.normal(size=m)) * 10.0 ** rng.uniform(-14, 3, m)
+    err[:6] = [np.nan, np.inf, 0.0, 1e-300, 1.0, 1e300]
+    err_prev = np.abs(rng.normal(size=m)) * 10.0 ** rng.uniform(-12, 1, m)
+    accepted = rng.random(m) < 0.7
+    got = ctrl.next_step(h, err, err_prev, accepted)
+    assert np.array_equal(got, _numpy_next_step(ctrl, h, err, err_prev, accepted))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # test problems; every rhs treats rows independently (no matmul across the batch)
 
