@@ -73,15 +73,14 @@ def _scaled_square_sums(e, y0, y1, rtol, atol):
 
 @njit(cache=True, error_model="numpy")
 def _rms_error(h, e, y0, y1, rtol, atol, with_energy, e_energy, energy0, energy1, out):
-    """:meth:`PIController.error_norm` without a second estimator, per row in one pass: the operations of its
-    numpy form in the same order (``np.maximum``'s NaN included), so the same numbers."""
+    """:meth:`PIController.error_norm` without a second estimator, in one compiled call: the state's sums by
+    :func:`_scaled_square_sums`, then the numpy form's operations in its order (``np.maximum``'s NaN for the
+    energy's scale included), so the same numbers."""
     m, n = e.shape
     components = n + 1 if with_energy else n
+    sums = _scaled_square_sums(e, y0, y1, rtol, atol)
     for r in range(m):
-        acc = 0.0
-        for c in range(n):
-            q = e[r, c] / (atol + rtol * max(abs(y0[r, c]), abs(y1[r, c])))
-            acc += q * q
+        acc = sums[r]
         if with_energy:
             a0 = abs(energy0[r])
             a1 = abs(energy1[r])
@@ -205,7 +204,7 @@ class PIController(_AdaptiveLanding):
         A non-finite estimate gives ``inf`` (the step is rejected).
         """
         n = y0.shape[-1]
-        if e_low is None:  # the common case (every pair but DOP853): one compiled pass
+        if e_low is None:  # the common case (every pair but DOP853): one compiled call
             err = np.empty(y0.shape[0])
             if energy is None:
                 _rms_error(h, e_main, y0, y1, float(self.rtol), float(self.atol), False, err, err, err, err)
