@@ -308,7 +308,7 @@ def bench_width(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("benchmark", nargs="?", choices=("lsoda", "overhead", "auto", "width", "all"), default="all")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each of our solves (minimum kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each timed solve, ours and the LSODA loop (minimum kept)")
     parser.add_argument("--lsoda-fd", action="store_true", help="also LSODA with finite-difference Jacobians (slow)")
     parser.add_argument("--widths", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--dense-width", type=int, default=64, help="width of the dense comparison (0: none)")
