@@ -40,8 +40,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from reluflow.dynamics.solvers.controllers import LANDING_SLACK, _predictive_norm, _predictive_update
-from reluflow.dynamics.solvers.driver import CONTINUE, _advance
+from reluflow.dynamics.solvers.controllers import _MAX_SINGULAR, LANDING_SLACK, _predictive_norm, _predictive_update
+from reluflow.dynamics.solvers.driver import CONTINUE, CONVERGED, FAILED, FINISHED, _advance
 from reluflow.dynamics.solvers.explicit import _stage_point
 from reluflow.dynamics.solvers.rosenbrock import _cholesky_shifted, _combine, _dense_stage
 from reluflow.kernels.dense_lu import lu_factor_shifted
@@ -95,10 +95,6 @@ def _explicit_stages(H, arguments, y, h, K, stage_idx, stage_w, fsal, point, y_n
         _negative_gradient(H, arguments, target, K[i, :m], risk)
 
 
-_FINISHED, _CONVERGED, _DIVERGED, _FAILED = 0, 1, 2, 3
-_MAX_SINGULAR = 5
-
-
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _stop(i, status, first_unsaved, rows, t, y, energy, n_acc, n_rej, n_rhs_run, n_jac_run, rec_y, rec_energy,
           rec_steps, rec_rejected, rec_status, rec_t_final, rec_n_rhs, rec_n_jac):  # fmt: skip
@@ -112,7 +108,7 @@ def _stop(i, status, first_unsaved, rows, t, y, energy, n_acc, n_rej, n_rhs_run,
     for k in range(first_unsaved, T):
         rec_steps[r, k] = n_acc[i]
         rec_rejected[r, k] = n_rej[i]
-        if status == _CONVERGED:
+        if status == CONVERGED:
             for c in range(n):
                 rec_y[r, k, c] = y[i, c]
             rec_energy[r, k] = energy[i]
@@ -200,7 +196,7 @@ def _rosenbrock_chunk(H, arguments, jac_arguments, symmetric, a, c, m_w, e_w, ga
                 any_bad = any_bad or not finite
         if any_bad:
             for i in range(m):
-                outcome[i] = _FAILED if bad[i] else CONTINUE
+                outcome[i] = FAILED if bad[i] else CONTINUE
         else:
             # ---- controller.landing ----
             for i in range(m):
@@ -282,7 +278,7 @@ def _rosenbrock_chunk(H, arguments, jac_arguments, symmetric, a, c, m_w, e_w, ga
         for i in range(m):
             status = outcome[i]
             if status != CONTINUE:
-                first_unsaved = T if status == _FINISHED else sidx[i]
+                first_unsaved = T if status == FINISHED else sidx[i]
                 _stop(i, status, first_unsaved, rows, t, y, energy, n_acc, n_rej, n_rhs_run, n_jac_run, rec_y,
                       rec_energy, rec_steps, rec_rejected, rec_status, rec_t_final, rec_n_rhs, rec_n_jac)  # fmt: skip
                 continue
@@ -387,7 +383,8 @@ class RosenbrockLoop:
         if self.m:
             new = [np.concatenate([old[: self.m], part]) for old, part in zip(self.arrays, new)]
         self.arrays = [np.ascontiguousarray(x) for x in new]
-        self.arrays[8] = np.ascontiguousarray(self.arrays[8], dtype=float)
+        h = _RUN_KEYS.index("h")
+        self.arrays[h] = np.ascontiguousarray(self.arrays[h], dtype=float)
         self.m = self.arrays[0].shape[0]
 
     @property

@@ -156,8 +156,11 @@ def row_checks(x):
     return sq, finite
 
 
-#: per-row outcome codes of :func:`_advance` (``CONTINUE``, or a :class:`Status`)
+#: per-row outcome codes of :func:`_advance` (``CONTINUE``, or a :class:`Status`); the statuses as plain ints for
+#: the compiled loops (numba reads module globals as constants)
 CONTINUE = -1
+FINISHED, CONVERGED, DIVERGED, FAILED = (int(s) for s in (Status.FINISHED, Status.CONVERGED, Status.DIVERGED,
+                                                          Status.FAILED))
 
 
 # inline="always" (here and below): why, in reluflow.dynamics.compiled_field's docstring
@@ -210,14 +213,14 @@ def _advance(ok, land, t, t_after, energy, increment, n_acc, n_rej, h, sidx, y, 
         if sidx[i] > T - 1:
             sidx[i] = T - 1
         if diverged:
-            outcome[i] = 2  # Status.DIVERGED
+            outcome[i] = DIVERGED
         elif finished:
-            outcome[i] = 0  # Status.FINISHED
+            outcome[i] = FINISHED
         elif gtol >= 0.0 and accepted and np.sqrt(f_sq) <= gtol:
-            outcome[i] = 1  # Status.CONVERGED
+            outcome[i] = CONVERGED
         elif n_acc[i] + n_rej[i] >= max_steps or h[i] < underflow * max(1.0, t[i]) or (
                 gave_up.shape[0] > 0 and gave_up[i]):
-            outcome[i] = 3  # Status.FAILED
+            outcome[i] = FAILED
         else:
             outcome[i] = CONTINUE
 
