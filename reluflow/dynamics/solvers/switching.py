@@ -179,11 +179,10 @@ class SwitchingMethod:
 
     def accepted(self, memory: dict, accepted: np.ndarray) -> None:
         self.stiff.accepted(memory, accepted)
-        # new arrays, not the old ones changed: this step's estimate still holds the old ``stiff``
-        counters = {key: memory[key].copy() for key in ("stiff", "explicit_steps", "hits", "calm")}
-        _count_stiff_steps(accepted, counters["stiff"], self._h_lambda, counters["explicit_steps"], counters["hits"],
-                           counters["calm"], STIFF_H_LAMBDA, STIFF_HITS, CALM_RESET)  # fmt: skip
-        memory.update(counters)
+        stiff = memory["stiff"].copy()  # a new array: this step's estimate still holds the old one
+        _count_stiff_steps(accepted, stiff, self._h_lambda, memory["explicit_steps"], memory["hits"], memory["calm"],
+                           STIFF_H_LAMBDA, STIFF_HITS, CALM_RESET)  # fmt: skip
+        memory["stiff"] = stiff
 
     def compiled_loop(self, controller, post_step, carry, memory):
         """The runs that are stiff (and whose predictive memory the controller has started) are the Rosenbrock
