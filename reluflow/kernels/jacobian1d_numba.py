@@ -25,7 +25,8 @@ __all__ = ["gradient_jacobian_rows", "kernel_arguments"]
 
 # IEEE semantics for x / 0 (the kink of a neuron with w = 0 is never used), no ZeroDivisionError branch.
 _JIT = dict(cache=True, error_model="numpy")
-# the small helpers called in inner loops: inlined at the numba IR level (as calls they cost ~10x more)
+# the helpers called per row or in inner loops: inlined at the numba IR level (as calls, with their many array
+# arguments, they cost more than a small row's arithmetic: ~10x for the small ones)
 _JIT_INLINE = dict(_JIT, inline="always")
 
 
