@@ -1,5 +1,5 @@
 """The compiled field (:mod:`reluflow.dynamics.compiled_field`): a step's stages with ``-G`` evaluated inside one
-compiled call, and the whole Rosenbrock loop compiled (``rodas4``, and ``auto`` once every run is stiff), must give
+compiled call, and the whole Rosenbrock loop compiled (``rodas4``, and ``auto`` for each run once it is stiff), must give
 the numbers of the solvers' own Python loops bit for bit (the same kernels, the same operations in the same
 order), for every solver that uses them, on batches whose runs stop at different times and for every reason
 (finished, converged, diverged, out of steps), take rejected steps and fall back from Cholesky to LU; only d = 1
