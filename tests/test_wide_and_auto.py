@@ -157,25 +157,72 @@ def test_counts_are_in_the_trajectory_file():
     assert all((ds["n_jac"].values[r] > 0) == (r in stiff_runs) for r in range(3))
 
 
-def test_dense_symmetric_system_cholesky_with_lu_fallback_per_row():
-    """sigma I - J for symmetric J: Cholesky (all rows in lockstep) where positive definite, LU elsewhere; the
-    solutions are numpy's to rounding, and a row's bits do not depend on the other rows of the batch."""
-    from reluflow.dynamics.solvers.rosenbrock import DenseShiftedSystem
+@pytest.mark.parametrize(("m", "n", "lockstep"), [(7, 13, True), (3, 49, False), (9, 49, True), (2, 97, False)])
+def test_dense_symmetric_system_cholesky_with_lu_fallback_per_row(m, n, lockstep):
+    """sigma I - J for symmetric J: Cholesky (in lockstep or row by row, by the batch's size) where positive
+    definite, LU elsewhere; the solutions are numpy's to rounding, and a row's bits do not depend on the other rows
+    of the batch (alone, a row is factorized on its own: the other layout whenever the batch is in lockstep)."""
+    from reluflow.dynamics.solvers.rosenbrock import DenseShiftedSystem, cholesky_in_lockstep
 
+    assert cholesky_in_lockstep(m, n) == lockstep and not cholesky_in_lockstep(1, n)
     rng = np.random.default_rng(9)
-    m, n = 7, 13
     a = rng.standard_normal((m, n, n))
     jac = -(a @ a.transpose(0, 2, 1)) / n  # -SPD: W = sigma I + SPD is positive definite
-    jac[[1, 4]] *= -1.0  # W indefinite for small sigma: these rows fall back to LU
+    indefinite = [1, m - 1]
+    jac[indefinite] *= -1.0  # W indefinite for small sigma: these rows fall back to LU
     sigma = np.full(m, 0.5)
     system = DenseShiftedSystem(symmetric=True)
     assert system.factor(jac, sigma).all()
-    assert system.kind.tolist()[:m] == [1, 0, 1, 1, 0, 1, 1]
+    assert system.A.shape[2] == (m if lockstep else 0)
+    assert system.kind.tolist()[:m] == [0 if r in indefinite else 1 for r in range(m)]
     b = rng.standard_normal((m, n))
     x = system.solve(b, np.empty_like(b))
     w = sigma[:, None, None] * np.eye(n) - jac
+    # W's condition number is below 1e3 here (sigma = 0.5, |J| of order 1): 1e-10 is 1e5 rounding units of slack
     assert np.max(np.abs(x - np.linalg.solve(w, b[..., None])[..., 0])) < 1e-10
     for r in range(m):
         alone = DenseShiftedSystem(symmetric=True)
         alone.factor(jac[r : r + 1], sigma[r : r + 1])
         assert np.array_equal(alone.solve(b[r : r + 1], np.empty((1, n)))[0], x[r])
+
+
+def test_cholesky_layouts_give_the_same_bits():
+    """The two layouts of the dense Cholesky (lockstep over the rows, each row on its own) run the same
+    subtractions in the same order on every entry: the same factors, the same pivot failures, the same solutions,
+    bit for bit, on a batch with a positive definite row, a singular one, an indefinite one, a non-finite one and a
+    diagonal one (its factor's off-diagonal zero)."""
+    from reluflow.dynamics.solvers.rosenbrock import _cholesky_shifted, _dense_solve_into
+
+    rng = np.random.default_rng(21)
+    n = 23
+    jac = np.empty((6, n, n))
+    for r in range(6):
+        a = rng.standard_normal((n, n))
+        jac[r] = -(a @ a.T) / n
+    jac[1] = -np.outer(a[0], a[0])  # W = sigma I + rank one: positive definite
+    jac[2] *= -1.0  # indefinite for this sigma
+    jac[3, 4, 7] = jac[3, 7, 4] = np.nan
+    jac[4] = -np.diag(rng.uniform(0.0, 2.0, n))
+    sigma = np.array([0.3, 1e-3, 0.3, 0.3, 0.3, 1e4])
+    b = rng.standard_normal((6, n))
+    results = []
+    for lanes in (6, 0):
+        A, lu = np.empty((n, n, lanes)), np.empty((6, n, n))
+        kind = np.ones(6, dtype=np.int8)
+        _cholesky_shifted(jac, sigma, A, lu, kind)
+        assert kind.tolist() == [1, 1, 0, 0, 1, 1]
+        factors = [A[:, :, r] if lanes else lu[r] for r in range(6)]
+        upper = np.array([np.triu(factors[r]) for r in (0, 1, 4, 5)])
+        if not lanes:  # the row layout keeps U^T in the strict lower triangle for the back substitution
+            assert all(np.array_equal(np.tril(lu[r], -1), np.triu(lu[r], 1).T) for r in (0, 1, 4, 5))
+        good = kind == 1
+        x = np.empty((4, n))
+        _dense_solve_into(kind[good], np.ascontiguousarray(A[:, :, good]) if lanes else A, lu[good],
+                          np.zeros((4, n), dtype=np.int64), b[good], x, np.empty((n, 4)))  # fmt: skip
+        results.append((upper, x))
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1], results[1][1])
+    w = sigma[good, None, None] * np.eye(n) - jac[good]
+    # the worst conditioned W here (sigma = 1e-3 plus rank one) has condition number about 2e4: 1e-8 is slack
+    assert np.max(np.abs(results[0][1] - np.linalg.solve(w, b[good][..., None])[..., 0])) < 1e-8
+    assert np.all(np.isfinite(results[0][0])) and np.all(np.diagonal(results[0][0], axis1=1, axis2=2) > 0)

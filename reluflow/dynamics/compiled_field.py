@@ -43,7 +43,7 @@ import numpy as np
 from reluflow.dynamics.solvers.controllers import _MAX_SINGULAR, LANDING_SLACK, _predictive_norm, _predictive_update
 from reluflow.dynamics.solvers.driver import CONTINUE, CONVERGED, FAILED, FINISHED, _advance
 from reluflow.dynamics.solvers.explicit import _stage_point
-from reluflow.dynamics.solvers.rosenbrock import _cholesky_shifted, _combine, _dense_stage
+from reluflow.dynamics.solvers.rosenbrock import _cholesky_shifted, _combine, _dense_stage, cholesky_in_lockstep
 from reluflow.kernels.dense_lu import lu_factor_shifted
 from reluflow.kernels.exact1d_numba import _rows
 from reluflow.kernels.jacobian1d_numba import _rows as _jacobian_rows
@@ -162,7 +162,7 @@ def _rosenbrock_chunk(H, arguments, jac_arguments, symmetric, a, c, m_w, e_w, ga
     gathered_f = np.empty((M, n))
     pick = np.empty(M, dtype=np.int64)
     bad = np.zeros(M, dtype=np.bool_)
-    no_lanes = np.empty((n, n, 0))  # the dense system's Cholesky factors when every row takes LU
+    no_lanes = np.empty((n, n, 0))  # the Cholesky factors when no row is factorized in lockstep
 
     for _ in range(max_iterations):
         if m == 0:
@@ -210,8 +210,8 @@ def _rosenbrock_chunk(H, arguments, jac_arguments, symmetric, a, c, m_w, e_w, ga
             ok[:m] = True
             if symmetric:
                 kind[:m] = 1
-                Am = np.empty((n, n, m))
-                _cholesky_shifted(jm, sigma[:m], Am, kind[:m])
+                Am = np.empty((n, n, m)) if cholesky_in_lockstep(m, n) else no_lanes
+                _cholesky_shifted(jm, sigma[:m], Am, lu[:m], kind[:m])
             else:
                 kind[:m] = 0
                 Am = no_lanes

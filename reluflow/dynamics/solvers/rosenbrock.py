@@ -244,43 +244,89 @@ ROSENBROCK_TABLEAUS: dict[str, RosenbrockTableau] = {t.name: t for t in (RODAS4,
 
 # inline="always" (here and below): why, in reluflow.dynamics.compiled_field's docstring
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _cholesky_shifted(jac, shift, A, kind):
-    """``shift[r] I - jac[r] = U_r^T U_r`` (Cholesky) for every row ``r`` at once, ``U_r = A[:, :, r]`` (upper
-    triangle); ``kind[r]`` becomes 0 where a pivot is not positive (``W`` not positive definite: the caller
-    factorizes that row by LU). The rows form the innermost axis and advance in lockstep: every loop over them
-    is elementwise (one SIMD lane per row), so each row's arithmetic is the scalar algorithm's, whatever the
-    batch. Reads the upper triangle of the symmetric ``jac``."""
+def cholesky_in_lockstep(m, n):
+    """Whether :func:`_cholesky_shifted` factorizes a batch of ``m`` symmetric ``n x n`` systems in lockstep (one
+    SIMD lane per row) rather than each row on its own (the lanes along a row of the factor, on average about
+    ``n / 3`` long): in lockstep once the batch is about as long as those rows. Measured by
+    ``benchmarks/bench_dense_factor.py`` (factorization and six solves): at ``n = 4, 13`` lockstep is faster from
+    2 rows on (up to 4x at 16), at ``n = 49`` from 8 or 9 rows, at ``n = 97`` at 16 rows only; a row on its own
+    is up to 4x faster than a lane of a thin batch. Either way every row gets the same bits."""
+    return m >= 2 and 6 * m >= n
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _cholesky_shifted(jac, shift, A, lu, kind):
+    """``shift[r] I - jac[r] = U_r^T U_r`` (Cholesky) for every row ``r``, from the upper triangle of the
+    symmetric ``jac``; ``kind[r]`` becomes 0 where a pivot is not positive (``W`` not positive definite: the caller
+    factorizes that row by LU into ``lu[r]``).
+
+    Two layouts, chosen by the caller with :func:`cholesky_in_lockstep`, the same arithmetic: if ``A`` has a lane
+    per row (``A.shape[2] == m``), ``U_r = A[:, :, r]`` and the rows advance in lockstep, every loop over them
+    elementwise (right-looking: entry ``(i, j)`` loses ``U_ki U_kj`` for ``k = 0, 1, ...`` as each column ``k``
+    is finished); otherwise each row on its own, ``U_r`` in the upper triangle of ``lu[r]`` and ``U_r^T`` in its
+    strict lower triangle (the back substitution then reads rows, not columns), row ``i`` of ``U`` built from the
+    finished rows above it (up-looking: the same subtractions on entry ``(i, j)``, in the same order of ``k``, four
+    per pass over the row). No row's arithmetic depends on the batch or the layout."""
     m, n, _ = jac.shape
-    for i in range(n):
-        for j in range(i, n):
-            for r in range(m):
-                A[i, j, r] = -jac[r, i, j]
-        for r in range(m):
-            A[i, i, r] += shift[r]
-    for k in range(n):
-        for r in range(m):
-            d = A[k, k, r]
-            if not (d > 0.0 and d < np.inf):
-                kind[r] = 0
-                A[k, k, r] = 1.0  # keeps the failed row's lane finite; its numbers are discarded
-        for r in range(m):
-            A[k, k, r] = np.sqrt(A[k, k, r])
-        for j in range(k + 1, n):
-            for r in range(m):
-                A[k, j, r] /= A[k, k, r]
-        for i in range(k + 1, n):
+    if A.shape[2] == m:
+        for i in range(n):
             for j in range(i, n):
                 for r in range(m):
-                    A[i, j, r] -= A[k, i, r] * A[k, j, r]
+                    A[i, j, r] = -jac[r, i, j]
+            for r in range(m):
+                A[i, i, r] += shift[r]
+        for k in range(n):
+            for r in range(m):
+                d = A[k, k, r]
+                if not (d > 0.0 and d < np.inf):
+                    kind[r] = 0
+                    A[k, k, r] = 1.0  # keeps the failed row's lane finite; its numbers are discarded
+            for r in range(m):
+                A[k, k, r] = np.sqrt(A[k, k, r])
+            for j in range(k + 1, n):
+                for r in range(m):
+                    A[k, j, r] /= A[k, k, r]
+            for i in range(k + 1, n):
+                for j in range(i, n):
+                    for r in range(m):
+                        A[i, j, r] -= A[k, i, r] * A[k, j, r]
+        return
+    for r in range(m):
+        U = lu[r]
+        for i in range(n):
+            for j in range(i, n):
+                U[i, j] = -jac[r, i, j]
+            U[i, i] += shift[r]
+            k = 0
+            while k + 4 <= i:
+                u0, u1, u2, u3 = U[k, i], U[k + 1, i], U[k + 2, i], U[k + 3, i]
+                for j in range(i, n):
+                    U[i, j] = (((U[i, j] - u0 * U[k, j]) - u1 * U[k + 1, j]) - u2 * U[k + 2, j]) - u3 * U[k + 3, j]
+                k += 4
+            while k < i:
+                uk = U[k, i]
+                for j in range(i, n):
+                    U[i, j] -= uk * U[k, j]
+                k += 1
+            d = U[i, i]
+            if not (d > 0.0 and d < np.inf):
+                kind[r] = 0  # the caller's LU overwrites lu[r]
+                break
+            U[i, i] = np.sqrt(d)
+            for j in range(i + 1, n):
+                U[i, j] /= U[i, i]
+                U[j, i] = U[i, j]
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _dense_solve_into(kind, A, lu, piv, b, x, work):
-    """``x[r] = W_r^{-1} b[r]`` from :meth:`DenseShiftedSystem.factor`: the Cholesky factors ``A`` for the rows
-    with ``kind[r] == 1`` (all rows in lockstep, as in :func:`_cholesky_shifted`), the LU of ``lu, piv``
-    for the others (``A`` may then have no columns). ``work (n, m)``: scratch."""
+    """``x[r] = W_r^{-1} b[r]`` from :meth:`DenseShiftedSystem.factor`: rows with ``kind[r] == 1`` by their
+    Cholesky factors (in ``A``, all rows in lockstep, if it has a lane per row, else in ``lu[r]``: the two layouts
+    of :func:`_cholesky_shifted`, the same arithmetic), the others by the LU of ``lu, piv``. ``work (n, m)``:
+    scratch."""
     m, n = b.shape
-    if A.shape[2] == m:
+    lockstep = A.shape[2] == m
+    if lockstep:
         for i in range(n):
             for r in range(m):
                 work[i, r] = b[r, i]
@@ -303,14 +349,27 @@ def _dense_solve_into(kind, A, lu, piv, b, x, work):
     for r in range(m):
         if kind[r] != 1:
             lu_solve_into(lu[r : r + 1], piv[r : r + 1], b[r : r + 1], x[r : r + 1])
+        elif not lockstep:
+            U, z = lu[r], x[r]
+            for i in range(n):
+                z[i] = b[r, i]
+            for k in range(n):  # U^T z = b, by the rows of U
+                z[k] /= U[k, k]
+                for j in range(k + 1, n):
+                    z[j] -= U[k, j] * z[k]
+            for k in range(n - 1, -1, -1):  # U x = z, by the rows of U^T (the lower triangle)
+                z[k] /= U[k, k]
+                for j in range(k):
+                    z[j] -= U[k, j] * z[k]
 
 
 class DenseShiftedSystem:
     """``W = sigma I - J`` from dense Jacobians ``jac (m, n, n)``, factorized per row by this module's compiled
     kernels: partial-pivoting LU, or, for a symmetric ``J`` (``symmetric=True``: the standard gradient flow,
     ``J = -Hess L``), Cholesky where ``W`` is positive definite (near a minimum it always is) and LU in the
-    other rows. Cholesky runs on all rows in lockstep (:func:`_cholesky_shifted`), 5x faster than the per-row LU
-    at n = 49, m = 16. The choice is per row, from that row's numbers."""
+    other rows. Cholesky (:func:`_cholesky_shifted`) runs on all rows in lockstep where the batch is long enough
+    (:func:`cholesky_in_lockstep`; 5x faster than the per-row LU at n = 49, m = 16), each row on its own in a thin
+    batch. The choice between Cholesky and LU is per row, from that row's numbers."""
 
     def __init__(self, symmetric: bool = False):
         self.symmetric = bool(symmetric)
@@ -333,8 +392,8 @@ class DenseShiftedSystem:
         ok[:] = True
         if self.symmetric:
             kind[:] = 1
-            self.A = np.empty((n, n, m))
-            _cholesky_shifted(jac, sigma, self.A, kind)
+            self.A = np.empty((n, n, m if cholesky_in_lockstep(m, n) else 0))
+            _cholesky_shifted(jac, sigma, self.A, self.lu[:m], kind)
         else:
             kind[:] = 0
             self.A = np.empty((n, n, 0))
