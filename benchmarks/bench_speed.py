@@ -11,7 +11,10 @@ Four benchmarks (``python benchmarks/bench_speed.py [lsoda|overhead|auto|width|a
     precision.
     Target: ours at least 30x faster at an equal or smaller energy-identity residual
     ``|L(theta_0) - L(theta_T) - E(T)| / L(theta_0)`` (max and median over the runs); reported at the same rtol
-    and at the fastest of our tolerances whose residual is not larger than the reference's.
+    and at the fastest of our tolerances whose residual is not larger than the reference's. With the latter, the
+    floor of that solve: its own rows of G and of the Jacobian evaluated in one call each (the kernels alone, no
+    solver and no per-call cost), and the speed-up over the reference that a solve making those evaluations could
+    reach at most.
 ``overhead``: the same case at H = 1 and H = 16: the whole solve against the same solve's own evaluations of G
     and of the Jacobian done in a tight loop. The solve is run twice: timed, then through the uncompiled stage
     loop (the same bits, asserted) with every argument passed to the vector field and its Jacobian recorded; the
@@ -165,6 +168,13 @@ def bench_lsoda(args) -> None:
                 best = min(matched, key=lambda o: o[3])
                 print(f"  => {name} vs {label} at an equal or smaller residual (ours at rtol {best[1]:g}):"
                       f" {wall / best[2]:.1f}x wall, {cpu / best[3]:.1f}x CPU (target >= 30x)")
+                # the floor of that solve: its own evaluations of G and J with no solver around them, every
+                # recorded row in one call each (no per-call cost either); no solve making them is faster
+                result = solver(name, flow, theta0, [0.0, t_max], best[1], best[1] * 1e-2)
+                recorder = recorded_evaluations(name, flow, theta0, [0.0, t_max], best[1], best[1] * 1e-2, result)
+                floor = one_call_each(flow, recorder, args.repeats)
+                print(f"     its {result.n_rhs} rows of G and {result.n_jac} of J, all in one call each: {floor:.4f} s"
+                      f" wall; the speed-up a solve making these evaluations could reach: {wall / floor:.0f}x")
             else:
                 print(f"  => {name} vs {label}: no tolerance of ours reached the reference's residual")
 
@@ -186,6 +196,25 @@ class Recorder:
         return self.flow.jac(y)
 
 
+def recorded_evaluations(name, flow, theta0, times, rtol, atol, result) -> Recorder:
+    """The batches a solve passes to G and to the Jacobian. The compiled field evaluates the stages inside its own
+    loop, unseen by a recorder; the solve through the uncompiled stage loop gives the same bits (asserted against
+    ``result``, the compiled solve), so it evaluates G at the same states."""
+    recorder = Recorder(flow)
+    again = solver(name, flow, theta0, times, rtol, atol, rhs=recorder.rhs, jac=recorder.jac, compiled=False)
+    assert np.array_equal(again.y, result.y), "the recorded solve must be the timed one"
+    return recorder
+
+
+def one_call_each(flow, recorder: Recorder, repeats: int) -> float:
+    """Wall time of the recorded rows of G in one call and those of the Jacobian in another: the kernels' own
+    cost, without the per-call cost of the solve's batches."""
+    every_g = np.concatenate(recorder.rhs_calls)
+    every_j = np.concatenate(recorder.jac_calls) if recorder.jac_calls else every_g[:0]
+    _, wall, _ = timed(lambda: (flow.rhs(every_g), flow.jac(every_j)), repeats)
+    return wall
+
+
 def bench_overhead(args) -> None:
     rtol, atol, t_max = 1e-10, 1e-12, 1e6
     for width in (1, 16):
@@ -196,12 +225,7 @@ def bench_overhead(args) -> None:
         for name in ("auto", "rodas4"):
             solver(name, flow, theta0[:4], [0.0, 1e3], rtol, atol)
             result, wall, cpu = timed(lambda: solver(name, flow, theta0, [0.0, t_max], rtol, atol), args.repeats)
-            # the compiled field evaluates the stages inside its own loop, unseen by a recorder; the solve through
-            # the uncompiled stage loop gives the same bits (asserted), so it evaluates G at the same states
-            recorder = Recorder(flow)
-            again = solver(name, flow, theta0, [0.0, t_max], rtol, atol, rhs=recorder.rhs, jac=recorder.jac,
-                           compiled=False)
-            assert np.array_equal(again.y, result.y), "the recorded solve must be the timed one"
+            recorder = recorded_evaluations(name, flow, theta0, [0.0, t_max], rtol, atol, result)
 
             def replay():
                 for y in recorder.rhs_calls:
@@ -212,8 +236,7 @@ def bench_overhead(args) -> None:
             _, loop_wall, loop_cpu = timed(replay, args.repeats)
             rows = sum(y.shape[0] for y in recorder.rhs_calls), sum(y.shape[0] for y in recorder.jac_calls)
             assert rows == (result.n_rhs, result.n_jac)
-            every_g, every_j = np.concatenate(recorder.rhs_calls), np.concatenate(recorder.jac_calls)
-            _, batch_wall, _ = timed(lambda: (flow.rhs(every_g), flow.jac(every_j)), args.repeats)
+            batch_wall = one_call_each(flow, recorder, args.repeats)
             print(f"  {name:7s}: solve wall {wall:.3f} s (CPU {cpu:.3f} s); its {len(recorder.rhs_calls)} calls of G"
                   f" ({rows[0]} rows) and {len(recorder.jac_calls)} of the Jacobian ({rows[1]} rows) in a tight loop:"
                   f" wall {loop_wall:.3f} s (CPU {loop_cpu:.3f} s); the same rows in one call each: {batch_wall:.3f} s")
