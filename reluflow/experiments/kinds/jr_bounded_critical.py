@@ -149,7 +149,7 @@ def draw(spec, datasets, summary, verdict):
     log_axis(ax_r, "xy")
     ax_r.set_xlabel("flow time t")
     ax_r.set_ylabel(r"risk $\mathcal{L}(\Theta_t)$")
-    ax_r.legend(loc="upper right")
+    ax_r.legend(loc="upper right", fontsize=5.6)
     panel_title(ax_r, "a", "risk levels off")
 
     log_axis(ax_g, "xy")
