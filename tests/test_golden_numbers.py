@@ -7,16 +7,19 @@ layers and the solvers got one driver loop), plus each file's variable layout. I
 variables and cases added since (the layout is extended, never renamed) are not part of the comparison; every
 stored array must still be there, with the same dimensions.
 
-Bitwise (``numpy.array_equal``, NaN equal to NaN): every file of an explicit pair or of gradient descent, every
-initialization file, and in the other files every coordinate, the run metadata, ``status`` and ``t_final``:
-every step of the pipeline is deterministic and bitwise independent of batches and cores (README).
+Bitwise (``numpy.array_equal``, NaN equal to NaN): every file of gradient descent, every initialization file,
+and in the other files every coordinate, the run metadata, ``status`` and ``t_final``: every step of the
+pipeline is deterministic and bitwise independent of batches and cores (README).
 
-Within a derived bound: the trajectory numbers of flows integrated by ``rodas4`` or ``auto``. Since the
-reference was stored, the stiff step's arithmetic changed (compiled stage kernels, the structured and Cholesky
-factorizations, the compiled controller) and ``auto`` switches from Dormand-Prince to Rodas4 by stiffness
-instead of by ``t_max`` (at ``t_max = 1e3`` it used to be Dormand-Prince throughout). Both runs are solutions at
-the flow's ``rtol``, ``atol``; per run ``r`` and save time ``t_k``, with ``N`` the accepted steps of the two
-solvers up to ``t_k`` (``n_steps`` of both files) and ``n`` the number of parameters:
+Within a derived bound: the trajectory numbers of flows integrated by an adaptive solver (an explicit pair,
+``rodas4`` or ``auto``). Since the reference was stored, the stiff step's arithmetic changed (compiled stage
+kernels, the structured and Cholesky factorizations, the compiled controller), ``auto`` switches from
+Dormand-Prince to Rodas4 by stiffness instead of by ``t_max`` (at ``t_max = 1e3`` it used to be Dormand-Prince
+throughout), and the powers in the step-size formulas (the PI controller's, the starting step's) are the C
+library's ``pow`` on every CPU (:mod:`reluflow.dynamics.solvers.power`; the reference's were NumPy's AVX-512
+``power``, which differs from it in the last bit for about 5 % of arguments), so an explicit pair's step sizes
+differ in their last bits too. Both runs are solutions at the flow's ``rtol``, ``atol``; per run ``r`` and save
+time ``t_k``, with ``N`` the accepted steps of the two solvers up to ``t_k`` (``n_steps`` of both files) and ``n`` the number of parameters:
 
 - every accepted step's local error ``e`` (state and energy integral) has ``RMS(e / (atol + rtol |y|)) <= 1``, so
   ``|e|_2 <= sqrt(n + 1) tol`` with ``tol = atol + rtol max_t |theta_r|_inf``. Where the flow does not expand
@@ -31,7 +34,9 @@ solvers up to ``t_k`` (``n_steps`` of both files) and ``n`` the number of parame
   most the sum of those bounds;
 - ``critical_risk``, ``critical_distance``: the certified critical point near the final state; the same critical
   set within ``B``: ``|d critical_risk| <= |dL|`` at ``t_max`` plus ``64 eps`` of the risk,
-  ``|d critical_distance| <= 2 B`` (``theta_T`` and its projection each move by at most ``B``);
+  ``|d critical_distance| <= 2 B`` (``theta_T`` and its projection each move by at most ``B``) where the run has
+  reached its certificate to within ``100 B``; from a state still far from it (a short flow, ``t_max = 2``) Newton's
+  path decides where on a degenerate critical set it lands, and the distance (1.3 there) is not compared;
   ``critical_grad_norm`` is the certificate's rounding level: ``|d| <= 64 eps max(1, max_t |G|)``;
 - ``decay_exponent``, ``decay_rate``, ``decay_kind``: fitted to ``log(L - L_inf)`` over the last two decades. Where
   the fitted excess is at least ``100 dL`` at every fitted point (relative error ``eps_r <= 0.01``), a
@@ -72,7 +77,7 @@ pytestmark = pytest.mark.slow
 REFERENCE = Path(__file__).parent / "data" / "test_config_numbers.npz"
 EPS = np.finfo(float).eps
 
-#: the trajectory numbers of a stiff or ``auto`` flow, compared with the bounds of the module docstring
+#: the trajectory numbers of an adaptive flow, compared with the bounds of the module docstring
 TOLERANT = ("theta", "param_norm", "constraint_drift", "risk", "grad_norm", "energy_residual", "critical_risk",
             "critical_distance", "critical_grad_norm", "decay_exponent", "decay_rate", "decay_kind")
 #: step counts of another solver: not compared in those files
@@ -95,16 +100,16 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a == b))
 
 
-def _stiff_flow(path: Path) -> dict | None:
-    """The file's configuration if its flow runs the stiff solver or ``auto`` (else None)."""
+def _adaptive_flow(path: Path) -> dict | None:
+    """The file's configuration if its flow runs an adaptive solver (every solver but gradient descent's fixed
+    steps; else None)."""
     with xr.open_dataset(path) as ds:
         config = json.loads(ds.attrs["config_json"])
-    flow = config["flow"]
-    return config if flow["flow"] != "gd" and flow["solver"] in ("auto", "rodas4") else None
+    return config if config["flow"]["flow"] != "gd" else None
 
 
 def _violations(ref: dict, cur: dict, config: dict) -> list[str]:
-    """The arrays of one stiff or ``auto`` file outside the bounds of the module docstring."""
+    """The arrays of one adaptive flow's file outside the bounds of the module docstring."""
     rtol, atol = config["flow"]["rtol"], config["flow"]["atol"]
     theta_ref, theta_cur = ref["theta"], cur["theta"]
     m, _, n = theta_ref.shape
@@ -144,7 +149,11 @@ def _violations(ref: dict, cur: dict, config: dict) -> list[str]:
     rows = np.arange(m)
     check("critical_risk", cur["critical_risk"] - ref["critical_risk"],
           risk_bound[rows, last] + 64 * EPS * np.abs(ref["critical_risk"]))
-    check("critical_distance", cur["critical_distance"] - ref["critical_distance"], 2 * bound[rows, last])
+    # the distance only where the run has reached its critical point to within 100 B (else Newton's path from a
+    # transient state decides where on a degenerate critical set it lands, not the flow: not compared)
+    settled = ref["critical_distance"] <= 100 * bound[rows, last]
+    check("critical_distance", np.where(settled, cur["critical_distance"] - ref["critical_distance"], 0.0),
+          np.where(settled, 2 * bound[rows, last], np.inf))
     check("critical_grad_norm", cur["critical_grad_norm"] - ref["critical_grad_norm"],
           64 * EPS * np.maximum(1.0, g_max[:, 0]))
     # the fits, where the fitted excess is at least 100 times the risk's bound at every fitted point
@@ -183,7 +192,7 @@ def test_test_configuration_numbers_are_those_of_the_reference(completed_workflo
             continue
         layout = set(reference[f"{file}::@layout"].tolist())
         assert layout <= set(current[f"{file}::@layout"].tolist()), f"{file}: a variable was renamed or retyped"
-        config = _stiff_flow(results / file) if "/trajectories/" in file else None
+        config = _adaptive_flow(results / file) if "/trajectories/" in file else None
         for key in keys:
             name = key.split("::")[1]
             if name == "@layout" or (config is not None and name in TOLERANT + NOT_COMPARED):

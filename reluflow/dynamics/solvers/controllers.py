@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from reluflow.dynamics.solvers.power import power
+
 __all__ = ["PIController", "PredictiveController", "FixedStep", "LANDING_SLACK", "UNDERFLOW"]
 
 #: a step that would end within this fraction of the next save time is stretched to land on it, so a save
@@ -95,8 +97,8 @@ def _rms_error(h, e, y0, y1, rtol, atol, with_energy, e_energy, energy0, energy1
 
 @njit(cache=True, error_model="numpy")
 def _pi_proposal(h, power_acc, power_prev, power_rej, safety, fmin, fmax, accepted, out):
-    """:meth:`PIController.next_step` from its powers (left to numpy, whose ``power`` is the one the explicit
-    pairs' numbers were made with): ``h * clip(safety e^-beta1 e_prev^beta2, fmin, fmax)`` after an accepted
+    """:meth:`PIController.next_step` from its powers (:func:`~reluflow.dynamics.solvers.power.power`, the C
+    library's ``pow`` on every CPU): ``h * clip(safety e^-beta1 e_prev^beta2, fmin, fmax)`` after an accepted
     step, ``h * clip(safety e^(-1/k), fmin, 1)`` after a rejection, NaN -> ``fmin``; the numpy form's
     operations in its order."""
     for r in range(h.shape[0]):
@@ -244,7 +246,7 @@ class PIController(_AdaptiveLanding):
         e = np.maximum(err, _ERR_FLOOR)
         ep = np.maximum(err_prev, _ERR_FLOOR)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            powers = np.power(e, -beta1), np.power(ep, beta2), np.power(e, -1.0 / self.k)
+            powers = power(e, -beta1), power(ep, beta2), power(e, -1.0 / self.k)
         # clipped to [fmin, fmax] (after a rejection [fmin, 1]) with NaN -> fmin, +-inf to the bounds
         out = np.empty(h.shape[0])
         _pi_proposal(np.asarray(h, dtype=float), *powers, float(self.safety), float(self.fmin), float(self.fmax),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from reluflow.dynamics.solvers.power import power
+
 __all__ = ["select_initial_step"]
 
 
@@ -41,6 +43,6 @@ def select_initial_step(rhs, y0: np.ndarray, f0: np.ndarray, scale: np.ndarray, 
         dmax = np.maximum(d1, d2)
         flat = dmax <= 1e-15
         h1 = np.where(flat, np.maximum(1e-6, 1e-3 * h0),
-                      np.power(0.01 / np.where(flat, 1.0, dmax), 1.0 / error_exponent))
+                      power(0.01 / np.where(flat, 1.0, dmax), 1.0 / error_exponent))
     h1 = np.where(np.isfinite(h1) & (h1 > 0), h1, 1e-3 * h0)
     return np.minimum(np.minimum(100.0 * h0, h1), t_end), y0.shape[0]
