@@ -2,7 +2,7 @@
 
 NumPy dispatches some of its array functions to SIMD implementations chosen at run time by the CPU (on AVX-512
 CPUs, its ``power`` differs from the C library's ``pow`` in about 5 % of last bits). The step-size formulas of the
-adaptive solvers take their powers from :func:`reluflow.dynamics.solvers.power.power` (the C library's ``pow``
+adaptive solvers take their powers from :mod:`reluflow.dynamics.solvers.power` (the C library's ``pow``
 on every CPU), so a solve gives the same bits whichever of NumPy's implementations the CPU selects. Checked here
 by running the same solves in a process where NumPy's AVX-512 targets are switched off
 (``NPY_DISABLE_CPU_FEATURES``, as on a CPU without AVX-512). On a CPU without AVX-512 both processes use the same

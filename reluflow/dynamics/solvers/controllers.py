@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from reluflow.dynamics.solvers.power import power
+from reluflow.dynamics.solvers.power import c_pow
 
 __all__ = ["PIController", "PredictiveController", "FixedStep", "LANDING_SLACK", "UNDERFLOW"]
 
@@ -96,17 +96,23 @@ def _rms_error(h, e, y0, y1, rtol, atol, with_energy, e_energy, energy0, energy1
 
 
 @njit(cache=True, error_model="numpy")
-def _pi_proposal(h, power_acc, power_prev, power_rej, safety, fmin, fmax, accepted, out):
-    """:meth:`PIController.next_step` from its powers (:func:`~reluflow.dynamics.solvers.power.power`, the C
-    library's ``pow`` on every CPU): ``h * clip(safety e^-beta1 e_prev^beta2, fmin, fmax)`` after an accepted
-    step, ``h * clip(safety e^(-1/k), fmin, 1)`` after a rejection, NaN -> ``fmin``; the numpy form's
-    operations in its order."""
+def _pi_proposal(h, err, err_prev, beta1, beta2, k, safety, fmin, fmax, accepted, out):
+    """:meth:`PIController.next_step` in one compiled pass: with ``e = max(err, 1e-10)`` (NaN stays NaN, as in
+    ``np.maximum``), ``h * clip(safety e^-beta1 e_prev^beta2, fmin, fmax)`` after an accepted step,
+    ``h * clip(safety e^(-1/k), fmin, 1)`` after a rejection, NaN -> ``fmin``; the powers by the C library's
+    ``pow`` on every CPU (:mod:`reluflow.dynamics.solvers.power`), the numpy form's operations in its order."""
     for r in range(h.shape[0]):
+        e = err[r]
+        if e < _ERR_FLOOR:
+            e = _ERR_FLOOR
         if accepted[r]:
-            fac = safety * power_acc[r] * power_prev[r]
+            ep = err_prev[r]
+            if ep < _ERR_FLOOR:
+                ep = _ERR_FLOOR
+            fac = safety * c_pow(e, -beta1) * c_pow(ep, beta2)
             upper = fmax
         else:
-            fac = safety * power_rej[r]
+            fac = safety * c_pow(e, -1.0 / k)
             upper = 1.0
         if not fac >= fmin:  # np.fmax(fac, fmin): fmin for NaN and below
             fac = fmin
@@ -243,14 +249,11 @@ class PIController(_AdaptiveLanding):
     def next_step(self, h: np.ndarray, err: np.ndarray, err_prev: np.ndarray, accepted: np.ndarray) -> np.ndarray:
         """Proposed next step per run: PI update after an accepted step, I update (no growth) after a rejection."""
         beta1, beta2 = self.exponents
-        e = np.maximum(err, _ERR_FLOOR)
-        ep = np.maximum(err_prev, _ERR_FLOOR)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            powers = power(e, -beta1), power(ep, beta2), power(e, -1.0 / self.k)
         # clipped to [fmin, fmax] (after a rejection [fmin, 1]) with NaN -> fmin, +-inf to the bounds
         out = np.empty(h.shape[0])
-        _pi_proposal(np.asarray(h, dtype=float), *powers, float(self.safety), float(self.fmin), float(self.fmax),
-                     np.asarray(accepted, dtype=np.bool_), out)  # fmt: skip
+        _pi_proposal(np.asarray(h, dtype=float), np.asarray(err, dtype=float), np.asarray(err_prev, dtype=float),
+                     float(beta1), float(beta2), float(self.k), float(self.safety), float(self.fmin),
+                     float(self.fmax), np.asarray(accepted, dtype=np.bool_), out)  # fmt: skip
         return out
 
     def update(self, memory: dict, step, err, accepted, valid, n_accepted, estimate=None) -> np.ndarray:
@@ -300,9 +303,9 @@ def _predictive_update(step, err, accepted, valid, n_accepted, h_acc, err_acc, l
     """The step proposal and memory update of :meth:`PredictiveController.update`, per row, in place."""
     for r in range(step.shape[0]):
         e = err[r]
-        fac = min(max(e ** (1.0 / q) / _SAFETY, _FAC_GROW), _FAC_SHRINK)
+        fac = min(max(c_pow(e, 1.0 / q) / _SAFETY, _FAC_GROW), _FAC_SHRINK)
         if accepted[r] and n_accepted[r] > 0:
-            fac_gus = (h_acc[r] / step[r]) * (e * e / err_acc[r]) ** (1.0 / q) / _SAFETY
+            fac_gus = (h_acc[r] / step[r]) * c_pow(e * e / err_acc[r], 1.0 / q) / _SAFETY
             if not np.isnan(fac_gus):
                 fac = max(fac, min(max(fac_gus, _FAC_GROW), _FAC_SHRINK))
         h = step[r] / fac
