@@ -1,0 +1,140 @@
+"""The variable-order Adams methods in Nordsieck form: the coefficients and the step's compiled pieces.
+
+Why. A gradient flow's transient at a tight tolerance is smooth and not stiff: an Adams method of order up to
+12 takes its steps with one or two evaluations of ``f`` each, where a Runge-Kutta pair of order 5 spends six
+and a Rosenbrock method five to eight plus a Jacobian. LSODA (Petzold 1983) runs such a phase until stability,
+not accuracy, limits the step, and then switches to a stiff method; this module is that Adams phase, the driver
+that owns the switch is :mod:`reluflow.dynamics.compiled_adams`.
+
+The method (Hindmarsh's LSODE; Radhakrishnan & Hindmarsh 1993, ch. 3). The history of a run is the Nordsieck
+array ``z_j = h^j y^(j) / j!``, ``j = 0 .. q``, of the interpolating polynomial at the current time ``t_n``
+(``q`` the order, ``h`` the step). A step predicts by Taylor's rule, ``z^(0) = P z`` with the Pascal matrix
+``P_ij = C(j, i)``, and corrects along a fixed vector ``l`` of the order:
+
+    z_n = z^(0) + e l,    e chosen so that  z_n[1] = h f(z_n[0])     (l_1 = 1)
+
+which is the ``q``-step Adams-Moulton formula for the interpolating polynomial of constant-step history (the
+fixed-leading-coefficient form: after a change of ``h`` the array is rescaled, ``z_j <- r^j z_j``, and ``h``
+is then held for ``q + 1`` steps). ``e`` is found by functional iteration ``e <- h f(z^(0)_0 + l_0 e) -
+z^(0)_1`` (up to three evaluations; convergence is tested with the estimated contraction ``h l_0 |J|``).
+The local error of the step is ``e / t_2(q)``; with ``t_1(q)`` and ``t_3(q)`` the same constants for orders
+``q - 1`` and ``q + 1`` (from ``z_q`` and from the change of ``e`` between steps) the step ratio at each
+of the three orders follows, and the largest wins (by at least 10 %). The constants are LSODE's ``elco`` and
+``tesco`` (:func:`adams_coefficients`, computed here from their definition: ``l`` from the polynomial
+``(x + 1) ... (x + q - 1)`` integrated over ``[-1, 0]``).
+
+Stability. The contraction of the corrector iteration, ``rate = |Delta_2| / |Delta_1|``, measures
+``|h l_0 J|`` along the step, so ``|J| ~ rate / (h l_0)`` costs a second evaluation of ``f`` and nothing else.
+The Adams methods' stability regions are bounded, ``h |lambda| <= s(q)`` with LSODA's table ``s`` (0.5 at
+order 1, 0.025 at order 12, :data:`STABILITY_BOUND`), and the step is never proposed beyond it. Where that
+bound, not the error, holds the step (by a factor :data:`STIFF_RATIO`), the run is stiff.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from reluflow.dynamics.solvers.power import c_pow
+
+__all__ = ["adams_coefficients", "MAX_ORDER", "STABILITY_BOUND", "STIFF_RATIO", "MAX_CORRECTIONS"]
+
+#: the highest order (LSODE's Adams methods: 12)
+MAX_ORDER = 12
+#: corrector evaluations per attempt (LSODE's MAXCOR)
+MAX_CORRECTIONS = 3
+#: ``h |lambda|`` an order-q Adams step stays within, q = 1 .. 12 (LSODA's SM1)
+STABILITY_BOUND = np.array([0.5, 0.575, 0.55, 0.45, 0.35, 0.25, 0.2, 0.15, 0.1, 0.075, 0.05, 0.025])
+#: the run is stiff when the accuracy would allow a step this many times the stable one (LSODA's RATIO)
+STIFF_RATIO = 5.0
+
+
+def adams_coefficients() -> tuple[np.ndarray, np.ndarray]:
+    """``(el, tesco)``: ``el[q - 1, j]`` the corrector vector ``l_j`` of order ``q`` (``j = 0 .. q``, ``l_1 =
+    1``), ``tesco[q - 1]`` the error constants ``(t_1, t_2, t_3)`` of orders ``q - 1, q, q + 1`` as seen from
+    order ``q`` (LSODE's ``elco``, ``tesco``; zero where an order does not exist)."""
+    el = np.zeros((MAX_ORDER, MAX_ORDER + 1))
+    tesco = np.zeros((MAX_ORDER, 3))
+    el[0, 0] = el[0, 1] = 1.0
+    tesco[0] = (0.0, 2.0, 0.0)
+    tesco[1, 0] = 1.0
+    pc = np.zeros(MAX_ORDER)  # coefficients of p(x) = (x + 1) ... (x + q - 1), lowest first
+    pc[0] = 1.0
+    rqfac = 1.0
+    for q in range(2, MAX_ORDER + 1):
+        rq1fac = rqfac
+        rqfac = rqfac / q
+        # p(x) <- p(x) (x + q - 1)
+        pc[q - 1] = 0.0
+        for i in range(q - 1, 0, -1):
+            pc[i] = pc[i - 1] + (q - 1) * pc[i]
+        pc[0] = (q - 1) * pc[0]
+        # the integrals over [-1, 0] of p(x) and of x p(x)
+        pint = pc[0]
+        xpin = pc[0] / 2.0
+        sign = 1.0
+        for i in range(1, q):
+            sign = -sign
+            pint += sign * pc[i] / (i + 1)
+            xpin += sign * pc[i] / (i + 2)
+        el[q - 1, 0] = pint * rq1fac
+        el[q - 1, 1] = 1.0
+        for i in range(1, q):
+            el[q - 1, i + 1] = rq1fac * pc[i] / (i + 1)
+        ragq = 1.0 / (rqfac * xpin)
+        tesco[q - 1, 1] = ragq
+        if q < MAX_ORDER:
+            tesco[q, 0] = ragq * rqfac / (q + 1)
+        tesco[q - 2, 2] = ragq
+    return el, tesco
+
+
+EL, TESCO = adams_coefficients()
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def weighted_rms(v, scale):
+    """``sqrt(mean((v / scale)^2))`` of one row."""
+    acc = 0.0
+    for c in range(v.shape[0]):
+        x = v[c] / scale[c]
+        acc += x * x
+    return np.sqrt(acc / v.shape[0])
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def predict(z, q):
+    """``z <- P z`` (Taylor's rule on the Nordsieck array of one run, orders ``0 .. q``), in place."""
+    N = z.shape[1]
+    for k in range(q):
+        for j in range(q - 1, k - 1, -1):
+            for c in range(N):
+                z[j, c] += z[j + 1, c]
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def rescale(z, q, ratio):
+    """``z_j <- ratio^j z_j``, ``j = 1 .. q``: the array of the same polynomial for the step ``ratio h``."""
+    N = z.shape[1]
+    r = 1.0
+    for j in range(1, q + 1):
+        r *= ratio
+        for c in range(N):
+            z[j, c] *= r
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def interpolate(z, q, s, out):
+    """``out = sum_j z_j s^j``: the polynomial at ``t_n + s h`` (``-1 <= s <= 0`` within the last step)."""
+    N = z.shape[1]
+    for c in range(N):
+        v = z[q, c]
+        for j in range(q - 1, -1, -1):
+            v = v * s + z[j, c]
+        out[c] = v
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def step_ratio(err, exponent, bias):
+    """LSODE's ratio ``1 / (bias err^exponent + 1e-6 bias)`` for a scaled error ``err`` (1: at tolerance)."""
+    return 1.0 / (bias * c_pow(err, exponent) + 1e-6 * bias)
