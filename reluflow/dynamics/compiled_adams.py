@@ -11,7 +11,7 @@ fifth of what accuracy would allow (LSODA's test), Rodas4 from there on (the com
 The switch is one way, as in ``solver: auto`` (:mod:`reluflow.dynamics.solvers.switching`, which says why).
 
 Where it stands (measured, README "Speed at the limit"): it saves evaluations where runs settle after a smooth
-transient (about 550 per run to t = 1e6 at H = 1 against LSODA's 430 to 680 and Rodas4's 1,400 to 2,200), but
+transient (490 to 830 per run to t = 1e6 at H = 1 against LSODA's 430 to 680 and Rodas4's 1,400 to 2,200), but
 runs with a long stiff, accuracy-limited stretch spend 1,000 and more Rodas4 steps there (six evaluations and a
 Jacobian each) where LSODA's BDF makes two evaluations per step and reuses its Jacobian; at an equal
 energy-identity residual the whole benchmark solve is then no faster than Rodas5P alone. It is therefore a
