@@ -1,7 +1,8 @@
-"""The Adams phase (:mod:`reluflow.dynamics.solvers.adams`) and LSODA's split on the compiled d = 1 field
-(:mod:`reluflow.dynamics.compiled_adams`): the corrector vectors are the Adams-Moulton ones, the solves agree
-with a high-accuracy reference within bounds derived from the tolerance, every run's numbers are its own
-whatever the batch, runs stop for every reason, and stiff runs switch."""
+"""LSODA's methods in Nordsieck form (:mod:`reluflow.dynamics.solvers.nordsieck`) and the compiled LSODA loop
+on the d = 1 field (:mod:`reluflow.dynamics.compiled_lsoda`): the corrector vectors are the Adams-Moulton and
+BDF ones with their error constants, the solves agree with a high-accuracy reference within bounds derived from
+the tolerance, every run's numbers are its own whatever the batch, runs stop for every reason, and stiff runs
+switch to BDF and keep its Jacobian over many steps."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 
 from reluflow import Problem
-from reluflow.dynamics.compiled_adams import solve_lsoda
-from reluflow.dynamics.flows import NormalizedFlow, StandardFlow
-from reluflow.dynamics.solvers.adams import EL, MAX_ORDER, TESCO, interpolate, predict, rescale
+from reluflow.dynamics.compiled_lsoda import solve_lsoda
+from reluflow.dynamics.flows import StandardFlow
 from reluflow.dynamics.solvers.explicit import solve_explicit
+from reluflow.dynamics.solvers.nordsieck import BDF_EL, BDF_TESCO, EL, MAX_BDF_ORDER, MAX_ORDER, TESCO, interpolate, predict, rescale
 from reluflow.dynamics.solvers.result import Status
 
 AFFINE = {"network": {"width": 1}, "domain": [0.0, 1.0], "target": {"kind": "affine", "slope": 2.0, "intercept": -1.0},
@@ -36,6 +37,24 @@ def test_corrector_vector_is_adams_moulton(q):
     for k in range(1, q):
         assert abs(d(-float(k))) < 1e-12 * max(1.0, k ** (q - 1))
     assert np.all(EL[q - 1, q + 1:] == 0.0)
+
+
+@pytest.mark.parametrize("q", range(1, MAX_BDF_ORDER + 1))
+def test_corrector_vector_is_bdf(q):
+    """The BDF of order q keeps the values at the q previous points: ``Lambda(-k) = 0``, ``k = 1 .. q``, with
+    ``Lambda'(0) = l_1 = 1``: ``q + 1`` conditions fixing ``l``."""
+    lam = np.polynomial.Polynomial(BDF_EL[q - 1, : q + 1])
+    assert lam.deriv()(0.0) == 1.0
+    for k in range(1, q + 1):
+        assert abs(lam(-float(k))) < 1e-13 * k**q
+    assert np.all(BDF_EL[q - 1, q + 1 :] == 0.0)
+
+
+def test_bdf_error_test_constants_are_the_bdf_error_constants():
+    """``t_2(q) = 1 / |C_(q+1)|`` with the BDF error constants 1/2, 2/9, 3/22, 12/125, 10/137 (Hairer & Wanner
+    II, sec. III.1)."""
+    constants = [1 / 2, 2 / 9, 3 / 22, 12 / 125, 10 / 137]
+    np.testing.assert_allclose(BDF_TESCO[:, 1], 1.0 / np.array(constants), rtol=1e-13)
 
 
 def test_error_test_constants_are_the_adams_moulton_error_constants():
@@ -82,8 +101,7 @@ def _setup(config, runs=6, seed=3):
 
 
 def _lsoda(flow, field, y0, times, rtol=1e-10, **kw):
-    return solve_lsoda(flow.rhs, flow.jac, y0, times, field=field, symmetric_jacobian=True, rtol=rtol,
-                       atol=rtol * 1e-2, **kw)
+    return solve_lsoda(flow.rhs, y0, times, field=field, rtol=rtol, atol=rtol * 1e-2, **kw)
 
 
 @pytest.mark.parametrize("config", [AFFINE, SINE], ids=["affine H=1", "sine H=4"])
@@ -123,14 +141,17 @@ def test_each_run_has_its_own_numbers_whatever_the_batch():
     assert batch.n_rhs == batch.n_rhs_run.sum() and batch.n_jac == batch.n_jac_run.sum()
 
 
-def test_stiff_runs_switch_and_reach_rodas_accuracy_at_large_times():
+def test_stiff_runs_switch_to_bdf_and_reach_rodas_accuracy_at_large_times():
     """To t = 1e6 every run of the affine H = 1 flow settles at a critical point and turns stiff: each switches
-    to Rodas4 (evaluations of the Jacobian made) and ends where Rodas4 alone ends, to within the tolerance."""
+    to BDF, which keeps its Jacobian over many steps (far fewer Jacobians than steps), and ends where Rodas4
+    alone ends, to within the tolerance; the energy identity holds to the tolerance."""
     from reluflow.dynamics.solvers.rosenbrock import solve_rosenbrock
 
     problem, flow, field, y0 = _setup(AFFINE, runs=4)
     res = _lsoda(flow, field, y0, [0.0, 1e3, 1e6], 1e-9)
     assert len(res.info["stiff_from_step"]) == 4 and np.all(res.n_jac_run > 0)
+    steps = res.n_steps[:, -1] + res.n_rejected[:, -1]
+    assert np.all(res.n_jac_run * 5 < steps)
     ref = solve_rosenbrock(flow.rhs, flow.jac, y0, [0.0, 1e3, 1e6], symmetric_jacobian=True, rtol=1e-12,
                            atol=1e-14)
     assert np.all(res.status == Status.FINISHED)
@@ -157,9 +178,6 @@ def test_runs_stop_for_every_reason():
 def test_unsupported_pieces_are_refused_with_a_clear_error():
     problem, flow, field, y0 = _setup(AFFINE, runs=2)
     with pytest.raises(ValueError, match="compiled field"):
-        solve_lsoda(flow.rhs, flow.jac, y0, [0.0, 1.0], field=None)
-    normalized = NormalizedFlow(problem)
-    with pytest.raises(ValueError, match="retraction"):
-        solve_lsoda(normalized.rhs, normalized.jac, y0, [0.0, 1.0], field=field, post_step=normalized.retract)
+        solve_lsoda(flow.rhs, y0, [0.0, 1.0], field=None)
     with pytest.raises(ValueError, match="lipschitz_every"):
-        solve_lsoda(flow.rhs, flow.jac, y0, [0.0, 1.0], field=field, lipschitz_every=0)
+        solve_lsoda(flow.rhs, y0, [0.0, 1.0], field=field, lipschitz_every=0)
