@@ -181,3 +181,19 @@ def test_unsupported_pieces_are_refused_with_a_clear_error():
         solve_lsoda(flow.rhs, y0, [0.0, 1.0], field=None)
     with pytest.raises(ValueError, match="lipschitz_every"):
         solve_lsoda(flow.rhs, y0, [0.0, 1.0], field=field, lipschitz_every=0)
+
+
+def test_chunks_of_the_compiled_loop_change_no_number(monkeypatch):
+    """The driver advances the compiled loop in chunks of steps that grow while they are short; a run's numbers
+    do not depend on where the chunks end (one step per chunk gives the same bits)."""
+    import reluflow.dynamics.solvers.driver as driver
+
+    problem, flow, field, y0 = _setup(SINE, runs=4)
+    times = np.concatenate([[0.0], np.geomspace(1e-2, 1e3, 9)])
+    default = _lsoda(flow, field, y0, times, 1e-9)
+    monkeypatch.setattr(driver, "POOL_CHUNK", 1)
+    monkeypatch.setattr(driver, "MAX_POOL_CHUNK", 1)
+    single = _lsoda(flow, field, y0, times, 1e-9)
+    for name in ("y", "energy", "n_steps", "n_rejected", "status", "t_final", "n_rhs_run", "n_jac_run"):
+        assert np.array_equal(getattr(single, name), getattr(default, name), equal_nan=True), name
+    assert single.info["stiff_from_step"] == default.info["stiff_from_step"]

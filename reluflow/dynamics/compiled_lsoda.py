@@ -37,7 +37,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from reluflow.dynamics.compiled_field import _negative_gradient, _stop
+from reluflow.dynamics.compiled_field import _negative_gradient_into, _stop, kernel_workspace
 from reluflow.dynamics.solvers.driver import CONTINUE, CONVERGED, DIVERGED, FAILED, FINISHED
 from reluflow.dynamics.solvers.nordsieck import (
     ADAMS_CM,
@@ -151,6 +151,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
     one_row = np.empty((1, n))
     one_f = np.empty((1, n))
     one_risk = np.empty(1)
+    ws = kernel_workspace(H, arguments)
 
     for _ in range(max_iterations):
         if m == 0:
@@ -223,7 +224,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                     k += 1
             if k == 0:
                 break
-            _negative_gradient(H, arguments, gather[:k], f_out[:k], risk[:k])
+            _negative_gradient_into(H, arguments, ws, gather[:k], f_out[:k], risk[:k])
             totals[0] += k
             for j in range(k):
                 i = pick[j]
@@ -413,7 +414,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                     h[i] = 0.1 * h[i]
                     for c in range(n):
                         one_row[0, c] = z[i, 0, c]
-                    _negative_gradient(H, arguments, one_row, one_f, one_risk)
+                    _negative_gradient_into(H, arguments, ws, one_row, one_f, one_risk)
                     totals[0] += 1
                     n_rhs_run[i] += 1
                     _augmented(one_f[0], n, h[i], fa)

@@ -75,27 +75,16 @@ def risk_and_gradient(theta, table, width: int) -> tuple[np.ndarray, np.ndarray]
 
 
 # error_model="numpy": IEEE semantics for -b / 0 (that value is never used), no ZeroDivisionError branch.
-@njit(cache=True, error_model="numpy")
-def _rows(theta, H, knots, target_poly, target_pow, sines, density_poly, density_pow, nodes, weights, degree_tokens,
-          risk_out, grad_out):  # fmt: skip
-    """Fill ``risk_out (M,)`` and ``grad_out (M, n)``, one row of ``theta (M, n)`` at a time.
-
-    The table's polynomials come twice: as arrays (``target_poly (L, k, Dt + 1)``, ``density_poly
-    (L, Dp + 1)``) and split by power (``target_pow[p] (L, k)``, ``density_pow[p] (L,)``), whose tuple
-    lengths fix the degrees at compile time; ``degree_tokens`` are tuples of ``Dt + 1`` and ``Dp + 1``
-    zeros (the same degrees for a helper). ``nodes``, ``weights``: the Gauss-Legendre rule on [-1, 1].
-    """
-    M = theta.shape[0]
+@njit(cache=True, error_model="numpy", inline="always")
+def workspace(H, knots, target_pow, density_pow, nodes):
+    """The scratch arrays of :func:`_rows_into` for networks of width ``H`` and one table (its arguments as for
+    :func:`_rows`): a caller that evaluates many small batches allocates them once (each allocation is a fixed
+    cost next to the arithmetic of a row of a small network)."""
     k = target_pow[0].shape[1]
     n_intervals = knots.shape[0] - 1
-    degree_target = len(target_pow) - 1  # tuple lengths are compile-time constants: the loops over
-    degree_density = len(density_pow) - 1  # powers and nodes are unrolled
-    n_sines = sines.shape[0]
+    degree_target = len(target_pow) - 1
+    degree_density = len(density_pow) - 1
     n_nodes = len(nodes)
-    a = knots[0]
-    b_end = knots[n_intervals]
-    off_V = 2 * H
-    off_c = 2 * H + k * H
     n_pieces_max = H + n_intervals
     # per neuron
     switches_on = np.empty(H, np.int64)  # 1: switches on at its event (w > 0 or w = 0 < b), 0: off
@@ -127,14 +116,52 @@ def _rows(theta, H, knots, target_poly, target_pow, sines, density_poly, density
     squared = np.empty((n_pieces_max, n_nodes))
     coef_target = np.empty((degree_target + 1, n_pieces_max))  # coefficients on each piece (fast path)
     coef_density = np.empty((degree_density + 1, n_pieces_max))
-    for p in range(degree_target + 1):  # with one table interval these rows never change
-        coef_target[p, :] = target_poly[0, 0, p]
-    for p in range(degree_density + 1):
-        coef_density[p, :] = density_poly[0, p]
     sine_part = np.zeros((n_pieces_max, n_nodes))  # sum of the sine terms of the target at the nodes
     rho = np.empty(n_pieces_max)
     sums0 = np.empty((k, 2 * (n_pieces_max + 1)))  # prefix sums (pieces < j) | suffix sums (pieces >= j)
     sums1 = np.empty((k, 2 * (n_pieces_max + 1)))
+    return (switches_on, is_inside, base_w, base_b, neuron_bp, sum_index, kink_x, kink_neuron, sorted_x, sorted_neuron,
+            bucket, count, S0, S1, bx, event_neuron, on_w, on_b, off_w, off_b, piece_interval, A, B, m0, m1, squared,
+            coef_target, coef_density, sine_part, rho, sums0, sums1)
+
+
+@njit(cache=True, error_model="numpy")
+def _rows(theta, H, knots, target_poly, target_pow, sines, density_poly, density_pow, nodes, weights, degree_tokens,
+          risk_out, grad_out):  # fmt: skip
+    """Fill ``risk_out (M,)`` and ``grad_out (M, n)``, one row of ``theta (M, n)`` at a time.
+
+    The table's polynomials come twice: as arrays (``target_poly (L, k, Dt + 1)``, ``density_poly
+    (L, Dp + 1)``) and split by power (``target_pow[p] (L, k)``, ``density_pow[p] (L,)``), whose tuple
+    lengths fix the degrees at compile time; ``degree_tokens`` are tuples of ``Dt + 1`` and ``Dp + 1``
+    zeros (the same degrees for a helper). ``nodes``, ``weights``: the Gauss-Legendre rule on [-1, 1].
+    """
+    ws = workspace(H, knots, target_pow, density_pow, nodes)
+    _rows_into(theta, H, knots, target_poly, target_pow, sines, density_poly, density_pow, nodes, weights,
+               degree_tokens, ws, risk_out, grad_out)  # fmt: skip
+
+
+@njit(cache=True, error_model="numpy")
+def _rows_into(theta, H, knots, target_poly, target_pow, sines, density_poly, density_pow, nodes, weights,
+               degree_tokens, ws, risk_out, grad_out):  # fmt: skip
+    """:func:`_rows` with its scratch arrays ``ws`` from :func:`workspace` (the same arithmetic)."""
+    M = theta.shape[0]
+    k = target_pow[0].shape[1]
+    n_intervals = knots.shape[0] - 1
+    degree_target = len(target_pow) - 1  # tuple lengths are compile-time constants: the loops over
+    degree_density = len(density_pow) - 1  # powers and nodes are unrolled
+    n_sines = sines.shape[0]
+    n_nodes = len(nodes)
+    a = knots[0]
+    b_end = knots[n_intervals]
+    off_V = 2 * H
+    off_c = 2 * H + k * H
+    (switches_on, is_inside, base_w, base_b, neuron_bp, sum_index, kink_x, kink_neuron, sorted_x, sorted_neuron,
+     bucket, count, S0, S1, bx, event_neuron, on_w, on_b, off_w, off_b, piece_interval, A, B, m0, m1, squared,
+     coef_target, coef_density, sine_part, rho, sums0, sums1) = ws
+    for p in range(degree_target + 1):  # with one table interval these rows never change
+        coef_target[p, :] = target_poly[0, 0, p]
+    for p in range(degree_density + 1):
+        coef_density[p, :] = density_poly[0, p]
 
     for row in range(M):
         th = theta[row]

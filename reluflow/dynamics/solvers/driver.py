@@ -52,6 +52,9 @@ __all__ = ["StepEstimate", "solve", "check_save_times", "check_states"]
 PROGRESS_INTERVAL = 0.5
 #: steps per compiled call of the runs handed to a compiled loop (progress is reported in between)
 POOL_CHUNK = 64
+#: once the compiled loop holds every run left, its chunks double while a call takes less than a tenth of the
+#: progress interval (each call has a fixed cost: the arguments' dispatch, the loop's buffers), up to this many
+MAX_POOL_CHUNK = 1 << 16
 
 
 @dataclass
@@ -404,11 +407,13 @@ def solve(
         # A method whose pieces exist compiled hands runs to its compiled loop (the same numbers:
         # reluflow.dynamics.compiled_field): all of them, or for ``auto`` each run once it is stiff. The handed
         # runs (the pool) advance by as many steps as this loop takes, POOL_CHUNK at a time in one compiled call
-        # (the call's own cost is then negligible), and straight on once this loop has no run left; a run stays
-        # there until it stops (runs are independent: the split changes no number).
+        # (the call's own cost is then negligible), and straight on once this loop has no run left, in chunks
+        # that grow while they are short; a run stays there until it stops (runs are independent: neither the
+        # split nor the chunks change a number).
         offers_compiled = hasattr(method, "compiled_loop")
         pool = None
         pool_behind = 0
+        pool_chunk = POOL_CHUNK
         stopping = (save_times, rec, float(divergence_bound), gtol_value, int(max_steps), underflow)
         while m or (pool is not None and pool.m):
             if m and offers_compiled:
@@ -425,7 +430,14 @@ def solve(
             if pool is not None and pool.m:
                 pool_behind += 1
                 if pool_behind == POOL_CHUNK or not m:
-                    rows_f, rows_j = pool.advance(POOL_CHUNK, *stopping)
+                    started = time.monotonic()
+                    rows_f, rows_j = pool.advance(POOL_CHUNK if m else pool_chunk, *stopping)
+                    if not m:  # the pool alone: chunks as long as the progress reports allow
+                        took = time.monotonic() - started
+                        if took < PROGRESS_INTERVAL / 10:
+                            pool_chunk = min(2 * pool_chunk, MAX_POOL_CHUNK)
+                        elif took > PROGRESS_INTERVAL / 2:
+                            pool_chunk = max(pool_chunk // 2, POOL_CHUNK)
                     n_rhs += rows_f
                     n_jac += rows_j
                     pool_behind = 0
