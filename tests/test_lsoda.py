@@ -83,14 +83,14 @@ def test_nordsieck_pieces_are_taylor_and_scaling():
             fact *= j + 1
         return z
 
-    z = nordsieck(0.4, 0.25)
-    predict(z, 3)
-    np.testing.assert_allclose(z, nordsieck(0.65, 0.25), rtol=1e-14, atol=1e-15)
+    z = nordsieck(0.4, 0.25)[None]
+    predict(z, 0, 3)
+    np.testing.assert_allclose(z[0], nordsieck(0.65, 0.25), rtol=1e-14, atol=1e-15)
     out = np.empty(1)
-    interpolate(z, 3, -0.6, out)
+    interpolate(z, 0, 3, -0.6, out)
     np.testing.assert_allclose(out[0], y(0.65 - 0.6 * 0.25), rtol=1e-14)
-    rescale(z, 3, 0.5)
-    np.testing.assert_allclose(z, nordsieck(0.65, 0.125), rtol=1e-14, atol=1e-15)
+    rescale(z, 0, 3, 0.5)
+    np.testing.assert_allclose(z[0], nordsieck(0.65, 0.125), rtol=1e-14, atol=1e-15)
 
 
 def _setup(config, runs=6, seed=3):

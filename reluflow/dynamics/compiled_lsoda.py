@@ -57,7 +57,7 @@ from reluflow.dynamics.solvers.nordsieck import (
     step_ratio,
     weighted_rms,
 )
-from reluflow.kernels.dense_lu import lu_factor_shifted, lu_solve_into
+from reluflow.kernels.dense_lu import lu_factor_shifted, lu_solve_row
 from reluflow.kernels.jacobian1d_numba import _rows as _jacobian_rows
 
 __all__ = ["LsodaLoop", "LIPSCHITZ_EVERY", "solve_lsoda"]
@@ -80,25 +80,30 @@ _IDLE, _ITERATING, _CONVERGED, _DIVERGING, _RETRY = -1, 0, 1, 2, 3
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _augmented(f, n, h, out):
-    """``out = h (f, |f|^2)``: the augmented field of ``(theta, E)`` times ``h`` (``f`` has ``n`` entries)."""
+def _augmented(f, j, n, h, out):
+    """``out = h (f[j], |f[j]|^2)``: the augmented field of ``(theta, E)`` times ``h`` (``f[j]`` has ``n``
+    entries)."""
     sq = 0.0
     for c in range(n):
-        out[c] = h * f[c]
-        sq += f[c] * f[c]
+        out[c] = h * f[j, c]
+        sq += f[j, c] * f[j, c]
     out[n] = h * sq
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _coefficients(meth, q):
-    """``(l, t)``: the corrector vector and the test constants of the method ``meth`` at order ``q``."""
-    if meth == _ADAMS:
-        return EL[q - 1], TESCO[q - 1]
-    return BDF_EL[q - 1], BDF_TESCO[q - 1]
+def _l(meth, q, j):
+    """Entry ``j`` of the corrector vector of the method ``meth`` at order ``q``."""
+    return EL[q - 1, j] if meth == _ADAMS else BDF_EL[q - 1, j]
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _change_step(z, q, meth, h, rh, rmax, pdlast):
+def _t(meth, q, k):
+    """Test constant ``t_(k+1)`` of the method ``meth`` at order ``q``."""
+    return TESCO[q - 1, k] if meth == _ADAMS else BDF_TESCO[q - 1, k]
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _change_step(z, i, q, meth, h, rh, rmax, pdlast):
     """LSODE's statement 170 for one run: the ratio ``rh`` capped by ``rmax`` and, for Adams, by the stability
     bound of order ``q``; the array rescaled. Returns the new step and whether the stability bound held it."""
     rh = min(rh, rmax)
@@ -108,15 +113,15 @@ def _change_step(z, q, meth, h, rh, rmax, pdlast):
         if rh * pdh * 1.00001 >= STABILITY_BOUND[q - 1]:
             rh = STABILITY_BOUND[q - 1] / pdh
             capped = True
-    rescale(z, q, rh)
+    rescale(z, i, q, rh)
     return h * rh, capped
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipschitz_every, m, rows, z, zsave, q,
                  meth, h, t, sidx, n_acc, n_rej, n_rhs_run, n_jac_run, ialth, rmax, crate, pdest, pdlast, irflag,
-                 icount, kflag, ncf, acor, acor_prev, jac, lu, piv, h_l0_factored, steps_factored, need_jac,
-                 switch_record, save_times, divergence_bound, gtol, max_steps, underflow, rec_y, rec_energy, rec_steps,
+                 icount, kflag, ncf, acor, jac, lu, piv, h_l0_factored, steps_factored, need_jac,
+                 restart, switch_record, save_times, divergence_bound, gtol, max_steps, underflow, rec_y, rec_energy, rec_steps,
                  rec_rejected, rec_status, rec_t_final, rec_n_rhs, rec_n_jac, max_iterations, totals):  # fmt: skip
     """Up to ``max_iterations`` step attempts of every run of the first ``m`` (compacted in place as runs stop);
     returns the number of runs left. ``totals[0], totals[1]``: rows passed to the field and to the Jacobian."""
@@ -148,110 +153,58 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
     outcome = np.empty(M, dtype=np.int64)
     y_last = np.empty((M, n))
     e_last = np.empty(M)
-    one_row = np.empty((1, n))
-    one_f = np.empty((1, n))
-    one_risk = np.empty(1)
     ws = kernel_workspace(H, arguments)
 
     for _ in range(max_iterations):
         if m == 0:
             break
-        # ---- predict: the error weights at the step's start, then Taylor's rule ----
-        for i in range(m):
-            outcome[i] = CONTINUE
-            qi = q[i]
-            for j in range(qi + 1):
-                for c in range(N):
-                    zsave[i, j, c] = z[i, j, c]
-            for c in range(n):
-                scale[i, c] = atol_row[c] + rtol * abs(z[i, 0, c])
-            scale[i, n] = atol_energy + rtol * abs(z[i, 0, n])
-            predict(z[i], qi)
-            pnorm[i] = weighted_rms(z[i, 0], scale[i])
-            for c in range(N):
-                acor[i, c] = 0.0
-                y_it[i, c] = z[i, 0, c]
-            phase[i] = _ITERATING
-            rate[i] = 0.0
-            delp[i] = 0.0
-            force[i] = meth[i] == _ADAMS and n_acc[i] % lipschitz_every == 0
-            fresh[i] = False
-            if meth[i] == _BDF:
-                hl0 = h[i] * BDF_EL[qi - 1, 0]
-                if abs(hl0 / h_l0_factored[i] - 1.0) > _CCMAX or n_acc[i] >= steps_factored[i] + _MSBP:
-                    need_jac[i] = True
-        # ---- BDF runs: the Jacobian at the predicted state and the LU of (1 / (h l_0)) I - J ----
-        k = 0
-        for i in range(m):
-            if meth[i] == _BDF and need_jac[i]:
-                pick[k] = i
-                for c in range(n):
-                    gather[k, c] = z[i, 0, c]
-                k += 1
-        if k > 0:
-            _jacobian_rows(gather[:k], H, knots, target_poly, sines, density_poly, nodes, weights, jac_out[:k])
-            totals[1] += k
-            for j in range(k):
-                i = pick[j]
-                n_jac_run[i] += 1
-                finite = True
-                for p in range(n):
-                    for p2 in range(n):
-                        v = -jac_out[j, p, p2]
-                        jac[i, p, p2] = v
-                        if not np.isfinite(v):
-                            finite = False
-                hl0 = h[i] * BDF_EL[q[i] - 1, 0]
-                sig[0] = 1.0 / hl0
-                lu_factor_shifted(jac[i : i + 1], sig, lu[i : i + 1], piv[i : i + 1], ok1)
-                if not (finite and ok1[0]):
-                    outcome[i] = FAILED
-                    phase[i] = _IDLE
-                    continue
-                h_l0_factored[i] = hl0
-                steps_factored[i] = n_acc[i]
-                need_jac[i] = False
-                fresh[i] = True
-                crate[i] = 0.7
-        # ---- the corrector: every iterating run in one evaluation of f per round ----
-        for it in range(MAX_CORRECTIONS):
+        # ---- round 0: f at the state of the runs restarting at order 1, then the prediction (and the BDF runs'
+        # Jacobians); rounds 1 to 3: the corrector, every iterating run in one evaluation of f per round. One
+        # call site of the kernel, which is inlined (the calls' own cost, mostly the reference counts of their
+        # array arguments, was a third of the solve at H = 1) ----
+        for rnd in range(MAX_CORRECTIONS + 1):
+            it = rnd - 1
             k = 0
             for i in range(m):
-                if phase[i] == _ITERATING:
+                if (rnd == 0 and restart[i]) or (rnd > 0 and phase[i] == _ITERATING):
                     pick[k] = i
                     for c in range(n):
-                        gather[k, c] = y_it[i, c]
+                        gather[k, c] = z[i, 0, c] if rnd == 0 else y_it[i, c]
                     k += 1
-            if k == 0:
-                break
-            _negative_gradient_into(H, arguments, ws, gather[:k], f_out[:k], risk[:k])
-            totals[0] += k
+            if k > 0:
+                _negative_gradient_into(H, arguments, ws, gather[:k], f_out[:k], risk[:k])
+                totals[0] += k
             for j in range(k):
                 i = pick[j]
                 n_rhs_run[i] += 1
+                if rnd == 0:  # the history is reset to order 1: z_1 = h f
+                    _augmented(f_out, j, n, h[i], fa)
+                    for c in range(N):
+                        z[i, 1, c] = fa[c]
+                    restart[i] = False
+                    continue
                 qi = q[i]
-                el, tc = _coefficients(meth[i], qi)
-                el0 = el[0]
-                _augmented(f_out[j], n, h[i], fa)
+                el0 = _l(meth[i], qi, 0)
+                _augmented(f_out, j, n, h[i], fa)
                 acc = 0.0
                 if meth[i] == _ADAMS:
                     for c in range(N):
                         s = fa[c] - z[i, 1, c]
-                        d = (s - acor[i, c]) / scale[i, c]
+                        d = (s - acor[i, 0, c]) / scale[i, c]
                         acc += d * d
-                        acor[i, c] = s
+                        acor[i, 0, c] = s
                         y_it[i, c] = z[i, 0, c] + el0 * s
                 else:
                     # chord Newton: (I - h l_0 J) delta = h f - z_1 - e, solved as ((1/(h l_0)) I - J) delta =
                     # r / (h l_0) with the factorization's h l_0 (LSODE uses P as it was factorized)
                     inv = 1.0 / h_l0_factored[i]
                     for c in range(n):
-                        rhs_b[0, c] = (fa[c] - z[i, 1, c] - acor[i, c]) * inv
-                    lu_solve_into(lu[i : i + 1], piv[i : i + 1], rhs_b, sol)
+                        rhs_b[0, c] = (fa[c] - z[i, 1, c] - acor[i, 0, c]) * inv
+                    lu_solve_row(lu, piv, i, rhs_b, 0, sol, 0)
                     for c in range(N):
-                        d = sol[0, c] if c < n else fa[n] - z[i, 1, n] - acor[i, n]
-                        acor[i, c] += d
-                        y_it[i, c] = z[i, 0, c] + el0 * acor[i, c]
+                        d = sol[0, c] if c < n else fa[n] - z[i, 1, n] - acor[i, 0, n]
+                        acor[i, 0, c] += d
+                        y_it[i, c] = z[i, 0, c] + el0 * acor[i, 0, c]
                         d = d / scale[i, c]
                         acc += d * d
                 d_norm = np.sqrt(acc / N)
@@ -268,7 +221,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                         rm = 1024.0 if d_norm > 1024.0 * delp[i] else d_norm / delp[i]
                         rate[i] = max(rate[i], rm)
                         crate[i] = max(0.2 * crate[i], rm)
-                    dcon = d_norm * min(1.0, 1.5 * crate[i]) / (tc[1] * 0.5 / (qi + 2))
+                    dcon = d_norm * min(1.0, 1.5 * crate[i]) / (_t(meth[i], qi, 1) * 0.5 / (qi + 2))
                     if dcon <= 1.0:
                         phase[i] = _CONVERGED
                         m_conv[i] = it
@@ -283,13 +236,72 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                     phase[i] = _RETRY if (meth[i] == _BDF and not fresh[i]) else _DIVERGING
                 else:
                     delp[i] = d_norm
+            if rnd == 0:
+                # ---- predict: the error weights at the step's start, then Taylor's rule ----
+                for i in range(m):
+                    outcome[i] = CONTINUE
+                    qi = q[i]
+                    for j in range(qi + 1):
+                        for c in range(N):
+                            zsave[i, j, c] = z[i, j, c]
+                    for c in range(n):
+                        scale[i, c] = atol_row[c] + rtol * abs(z[i, 0, c])
+                    scale[i, n] = atol_energy + rtol * abs(z[i, 0, n])
+                    predict(z, i, qi)
+                    pnorm[i] = weighted_rms(z, i, 0, scale)
+                    for c in range(N):
+                        acor[i, 0, c] = 0.0
+                        y_it[i, c] = z[i, 0, c]
+                    phase[i] = _ITERATING
+                    rate[i] = 0.0
+                    delp[i] = 0.0
+                    force[i] = meth[i] == _ADAMS and n_acc[i] % lipschitz_every == 0
+                    fresh[i] = False
+                    if meth[i] == _BDF:
+                        hl0 = h[i] * BDF_EL[qi - 1, 0]
+                        if abs(hl0 / h_l0_factored[i] - 1.0) > _CCMAX or n_acc[i] >= steps_factored[i] + _MSBP:
+                            need_jac[i] = True
+                # ---- BDF runs: the Jacobian at the predicted state and the LU of (1 / (h l_0)) I - J ----
+                k = 0
+                for i in range(m):
+                    if meth[i] == _BDF and need_jac[i]:
+                        pick[k] = i
+                        for c in range(n):
+                            gather[k, c] = z[i, 0, c]
+                        k += 1
+                if k > 0:
+                    _jacobian_rows(gather[:k], H, knots, target_poly, sines, density_poly, nodes, weights, jac_out[:k])
+                    totals[1] += k
+                    for j in range(k):
+                        i = pick[j]
+                        n_jac_run[i] += 1
+                        finite = True
+                        for p in range(n):
+                            for p2 in range(n):
+                                v = -jac_out[j, p, p2]
+                                jac[i, p, p2] = v
+                                if not np.isfinite(v):
+                                    finite = False
+                        hl0 = h[i] * BDF_EL[q[i] - 1, 0]
+                        sig[0] = 1.0 / hl0
+                        lu_factor_shifted(jac[i : i + 1], sig, lu[i : i + 1], piv[i : i + 1], ok1)
+                        if not (finite and ok1[0]):
+                            outcome[i] = FAILED
+                            phase[i] = _IDLE
+                            continue
+                        h_l0_factored[i] = hl0
+                        steps_factored[i] = n_acc[i]
+                        need_jac[i] = False
+                        fresh[i] = True
+                        crate[i] = 0.7
+            elif k == 0:
+                break
         # ---- the error test, the update of the history, the records and the choice of step and order ----
         for i in range(m):
             if phase[i] == _IDLE:
                 continue
             qi = q[i]
             mi = meth[i]
-            el, tc = _coefficients(mi, qi)
             if phase[i] == _RETRY:
                 for j in range(qi + 1):
                     for c in range(N):
@@ -307,16 +319,16 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 if ncf[i] >= _MAX_CONVERGENCE_FAILURES:
                     outcome[i] = FAILED
                     continue
-                h[i], capped = _change_step(z[i], qi, mi, h[i], 0.25, rmax[i], pdlast[i])
+                h[i], capped = _change_step(z, i, qi, mi, h[i], 0.25, rmax[i], pdlast[i])
                 irflag[i] = capped
                 ialth[i] = qi + 1
                 if h[i] < underflow * max(1.0, t[i]):
                     outcome[i] = FAILED
                 continue
             if m_conv[i] == 0:
-                dsm = dlt[i] / tc[1]
+                dsm = dlt[i] / _t(mi, qi, 1)
             else:
-                dsm = weighted_rms(acor[i], scale[i]) / tc[1]
+                dsm = weighted_rms(acor, i, 0, scale) / _t(mi, qi, 1)
             consider_up = False
             switch = False
             rh = 1.0
@@ -325,9 +337,9 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 kflag[i] = 0
                 ncf[i] = 0
                 for j in range(qi + 1):
-                    lj = el[j]
+                    lj = _l(mi, qi, j)
                     for c in range(N):
-                        z[i, j, c] += lj * acor[i, c]
+                        z[i, j, c] += lj * acor[i, 0, c]
                 t[i] += h[i]
                 n_acc[i] += 1
                 y_sq = 0.0
@@ -344,7 +356,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 r = rows[i]
                 while sidx[i] < T and save_times[sidx[i]] <= t[i]:
                     kk = sidx[i]
-                    interpolate(z[i], qi, (save_times[kk] - t[i]) / h[i], buf)
+                    interpolate(z, i, qi, (save_times[kk] - t[i]) / h[i], buf)
                     for c in range(n):
                         rec_y[r, kk, c] = buf[c]
                     rec_energy[r, kk] = buf[n]
@@ -386,7 +398,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                     switch_record[rows[i]] = n_acc[i]
                     pdlast[i] = 0.0
                     need_jac[i] = True
-                    h[i], capped = _change_step(z[i], qi, _BDF, h[i], rh, rmax[i], 0.0)
+                    h[i], capped = _change_step(z, i, qi, _BDF, h[i], rh, rmax[i], 0.0)
                     irflag[i] = False
                     ialth[i] = qi + 1
                     rmax[i] = 10.0
@@ -395,7 +407,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 if ialth[i] > 0:
                     if ialth[i] == 1 and qi < (MAX_ORDER if mi == _ADAMS else MAX_BDF_ORDER):
                         for c in range(N):
-                            acor_prev[i, c] = acor[i, c]
+                            acor[i, 1, c] = acor[i, 0, c]
                     continue
                 consider_up = True
             else:
@@ -412,14 +424,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 if kflag[i] <= -3:
                     # the history is assumed wrong: order 1 from f at the current state, a tenth of the step
                     h[i] = 0.1 * h[i]
-                    for c in range(n):
-                        one_row[0, c] = z[i, 0, c]
-                    _negative_gradient_into(H, arguments, ws, one_row, one_f, one_risk)
-                    totals[0] += 1
-                    n_rhs_run[i] += 1
-                    _augmented(one_f[0], n, h[i], fa)
-                    for c in range(N):
-                        z[i, 1, c] = fa[c]
+                    restart[i] = True  # z_1 = h f at the next attempt's round 0
                     q[i] = 1
                     ialth[i] = 5
                     need_jac[i] = mi == _BDF
@@ -432,13 +437,13 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
             if consider_up and qi < top:
                 acc = 0.0
                 for c in range(N):
-                    d = (acor[i, c] - acor_prev[i, c]) / scale[i, c]
+                    d = (acor[i, 0, c] - acor[i, 1, c]) / scale[i, c]
                     acc += d * d
-                rhup = step_ratio(np.sqrt(acc / N) / tc[2], 1.0 / (qi + 2), 1.4)
+                rhup = step_ratio(np.sqrt(acc / N) / _t(mi, qi, 2), 1.0 / (qi + 2), 1.4)
             rhsm = step_ratio(dsm, 1.0 / (qi + 1), 1.2)
             rhdn = 0.0
             if qi > 1:
-                rhdn = step_ratio(weighted_rms(z[i, qi], scale[i]) / tc[0], 1.0 / qi, 1.3)
+                rhdn = step_ratio(weighted_rms(z, i, qi, scale) / _t(mi, qi, 0), 1.0 / qi, 1.3)
             pdh = max(h[i] * pdlast[i], 1e-6)
             if mi == _ADAMS:
                 if qi < top:
@@ -451,9 +456,9 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 if rhup < 1.1:
                     ialth[i] = 3
                     continue
-                lq = el[qi] / (qi + 1)
+                lq = _l(mi, qi, qi) / (qi + 1)
                 for c in range(N):
-                    z[i, qi + 1, c] = acor[i, c] * lq
+                    z[i, qi + 1, c] = acor[i, 0, c] * lq
                 q[i] = qi + 1
                 rh = rhup
             else:
@@ -473,7 +478,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 if kflag[i] <= -2:
                     rh = min(rh, 0.2)
                 q[i] = newq
-            h[i], capped = _change_step(z[i], q[i], mi, h[i], rh, rmax[i], pdlast[i])
+            h[i], capped = _change_step(z, i, q[i], mi, h[i], rh, rmax[i], pdlast[i])
             irflag[i] = capped
             ialth[i] = q[i] + 1
             if kflag[i] == 0:
@@ -518,9 +523,10 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 h_l0_factored[keep] = h_l0_factored[i]
                 steps_factored[keep] = steps_factored[i]
                 need_jac[keep] = need_jac[i]
+                restart[keep] = restart[i]
                 for c in range(N):
-                    acor[keep, c] = acor[i, c]
-                    acor_prev[keep, c] = acor_prev[i, c]
+                    acor[keep, 0, c] = acor[i, 0, c]
+                    acor[keep, 1, c] = acor[i, 1, c]
                     for j in range(MAX_ORDER + 1):
                         z[keep, j, c] = z[i, j, c]
                 for p in range(n):
@@ -572,9 +578,10 @@ class LsodaLoop:
             "n_rhs": run["n_rhs"], "n_jac": run["n_jac"], "ialth": np.full(m, 2, dtype=np.int64),
             "rmax": np.full(m, 1e4), "crate": np.full(m, 0.7), "pdest": np.zeros(m), "pdlast": np.zeros(m),
             "irflag": np.zeros(m, dtype=np.bool_), "icount": np.full(m, _FIRST_TEST, dtype=np.int64),
-            "kflag": zeros_i, "ncf": zeros_i.copy(), "acor": np.zeros((m, N)), "acor_prev": np.zeros((m, N)),
+            "kflag": zeros_i, "ncf": zeros_i.copy(), "acor": np.zeros((m, 2, N)),
             "jac": np.zeros((m, n, n)), "lu": np.zeros((m, n, n)), "piv": np.zeros((m, n), dtype=np.int64),
-            "h_l0_factored": np.ones(m), "steps_factored": zeros_i.copy(), "need_jac": np.ones(m, dtype=np.bool_), "z": z,
+            "h_l0_factored": np.ones(m), "steps_factored": zeros_i.copy(), "need_jac": np.ones(m, dtype=np.bool_),
+            "restart": np.zeros(m, dtype=np.bool_), "z": z,
         }
         if self.m:
             new = {key: np.concatenate([self.arrays[key][: self.m], value]) for key, value in new.items()}
@@ -599,8 +606,8 @@ class LsodaLoop:
             field.width, field.arguments, field.jac_arguments, self.rtol, atol_row, float(np.max(self.atol)),
             self.lipschitz_every, self.m, a["rows"], a["z"], a["zsave"], a["q"], a["meth"], a["h"], a["t"],
             a["sidx"], a["n_acc"], a["n_rej"], a["n_rhs"], a["n_jac"], a["ialth"], a["rmax"], a["crate"],
-            a["pdest"], a["pdlast"], a["irflag"], a["icount"], a["kflag"], a["ncf"], a["acor"], a["acor_prev"],
-            a["jac"], a["lu"], a["piv"], a["h_l0_factored"], a["steps_factored"], a["need_jac"], self.switch_record,
+            a["pdest"], a["pdlast"], a["irflag"], a["icount"], a["kflag"], a["ncf"], a["acor"],
+            a["jac"], a["lu"], a["piv"], a["h_l0_factored"], a["steps_factored"], a["need_jac"], a["restart"], self.switch_record,
             save_times, divergence_bound, gtol, max_steps, underflow, rec.y, rec.energy, rec.n_steps,
             rec.n_rejected, rec.status, rec.t_final, rec.n_rhs, rec.n_jac, int(iterations), totals)
         self.stiff_from_step = {int(run): int(step) for run, step in enumerate(self.switch_record) if step >= 0}

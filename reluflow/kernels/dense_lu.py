@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["lu_factor_shifted", "lu_solve_into"]
+__all__ = ["lu_factor_shifted", "lu_solve_into", "lu_solve_row"]
 
 
 @njit(cache=True, error_model="numpy")
@@ -56,25 +56,32 @@ def lu_factor_shifted(jac, shift, lu, piv, ok):
 @njit(cache=True, error_model="numpy")
 def lu_solve_into(lu, piv, b, x):
     """``x[r] = LU[r]^{-1} b[r]`` for every row ``r`` (forward then back substitution; ``x`` may be ``b``)."""
-    m, n = b.shape
-    for r in range(m):
-        a = lu[r]
-        xr = x[r]
-        for i in range(n):
-            xr[i] = b[r, i]
-        for k in range(n):
-            p = piv[r, k]
-            if p != k:
-                tmp = xr[k]
-                xr[k] = xr[p]
-                xr[p] = tmp
-        for i in range(n):
-            acc = xr[i]
-            for j in range(i):
-                acc -= a[i, j] * xr[j]
-            xr[i] = acc
-        for i in range(n - 1, -1, -1):
-            acc = xr[i]
-            for j in range(i + 1, n):
-                acc -= a[i, j] * xr[j]
-            xr[i] = acc / a[i, i]
+    for r in range(b.shape[0]):
+        lu_solve_row(lu, piv, r, b, r, x, r)
+
+
+# inlined into its callers, and indexed rather than given views: it runs once per run and step (or corrector
+# iteration) inside compiled loops, where a call's or a view's reference counts, atomic operations, cost more
+# than the substitutions of a small system
+@njit(cache=True, error_model="numpy", inline="always")
+def lu_solve_row(lu, piv, r, b, rb, x, rx):
+    """``x[rx] = LU[r]^{-1} b[rb]`` (forward then back substitution; ``x`` may be ``b`` when ``rx = rb``)."""
+    n = b.shape[1]
+    for i in range(n):
+        x[rx, i] = b[rb, i]
+    for k in range(n):
+        p = piv[r, k]
+        if p != k:
+            tmp = x[rx, k]
+            x[rx, k] = x[rx, p]
+            x[rx, p] = tmp
+    for i in range(n):
+        acc = x[rx, i]
+        for j in range(i):
+            acc -= lu[r, i, j] * x[rx, j]
+        x[rx, i] = acc
+    for i in range(n - 1, -1, -1):
+        acc = x[rx, i]
+        for j in range(i + 1, n):
+            acc -= lu[r, i, j] * x[rx, j]
+        x[rx, i] = acc / lu[r, i, i]

@@ -140,7 +140,7 @@ def _rows(theta, H, knots, target_poly, target_pow, sines, density_poly, density
                degree_tokens, ws, risk_out, grad_out)  # fmt: skip
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _rows_into(theta, H, knots, target_poly, target_pow, sines, density_poly, density_pow, nodes, weights,
                degree_tokens, ws, risk_out, grad_out):  # fmt: skip
     """:func:`_rows` with its scratch arrays ``ws`` from :func:`workspace` (the same arithmetic)."""

@@ -130,45 +130,51 @@ ADAMS_CM = TESCO[:, 1] * EL[np.arange(MAX_ORDER), np.arange(1, MAX_ORDER + 1)]
 BDF_CM = BDF_TESCO[:, 1] * BDF_EL[np.arange(MAX_BDF_ORDER), np.arange(1, MAX_BDF_ORDER + 1)]
 
 
+# The pieces take a batch's arrays and a run's index, not a run's views: in the compiled loops every view is a
+# reference count, an atomic operation, and a third of the solve's time went there at H = 1.
+
+
 @njit(cache=True, error_model="numpy", inline="always")
-def weighted_rms(v, scale):
-    """``sqrt(mean((v / scale)^2))`` of one row."""
+def weighted_rms(z, i, j, scale):
+    """``sqrt(mean((z[i, j] / scale[i])^2))``: the weighted RMS norm of entry ``j`` of run ``i``'s history."""
+    N = z.shape[2]
     acc = 0.0
-    for c in range(v.shape[0]):
-        x = v[c] / scale[c]
+    for c in range(N):
+        x = z[i, j, c] / scale[i, c]
         acc += x * x
-    return np.sqrt(acc / v.shape[0])
+    return np.sqrt(acc / N)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def predict(z, q):
-    """``z <- P z`` (Taylor's rule on the Nordsieck array of one run, orders ``0 .. q``), in place."""
-    N = z.shape[1]
+def predict(z, i, q):
+    """``z[i] <- P z[i]`` (Taylor's rule on run ``i``'s Nordsieck array, orders ``0 .. q``), in place."""
+    N = z.shape[2]
     for k in range(q):
         for j in range(q - 1, k - 1, -1):
             for c in range(N):
-                z[j, c] += z[j + 1, c]
+                z[i, j, c] += z[i, j + 1, c]
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def rescale(z, q, ratio):
-    """``z_j <- ratio^j z_j``, ``j = 1 .. q``: the array of the same polynomial for the step ``ratio h``."""
-    N = z.shape[1]
+def rescale(z, i, q, ratio):
+    """``z[i, j] <- ratio^j z[i, j]``, ``j = 1 .. q``: the array of the same polynomial for the step ``ratio h``."""
+    N = z.shape[2]
     r = 1.0
     for j in range(1, q + 1):
         r *= ratio
         for c in range(N):
-            z[j, c] *= r
+            z[i, j, c] *= r
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def interpolate(z, q, s, out):
-    """``out = sum_j z_j s^j``: the polynomial at ``t_n + s h`` (``-1 <= s <= 0`` within the last step)."""
-    N = z.shape[1]
+def interpolate(z, i, q, s, out):
+    """``out = sum_j z[i, j] s^j``: run ``i``'s polynomial at ``t_n + s h`` (``-1 <= s <= 0`` within the last
+    step)."""
+    N = z.shape[2]
     for c in range(N):
-        v = z[q, c]
+        v = z[i, q, c]
         for j in range(q - 1, -1, -1):
-            v = v * s + z[j, c]
+            v = v * s + z[i, j, c]
         out[c] = v
 
 
