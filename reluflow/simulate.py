@@ -40,11 +40,28 @@ def choose_solver(solver: str, flow: str, t_max: float, problem) -> str:
     starts with Dormand-Prince and switches to Rodas4 once its steps are limited by stability
     (:mod:`reluflow.dynamics.solvers.switching`; the horizon ``t_max`` plays no part). Without one (discrete
     measures) it is the explicit ``"dopri5"``."""
+    if solver == "lsoda":
+        _check_lsoda(flow, problem)
     if solver != "auto":
         return solver
     if flow in ("standard", "normalized") and problem.has_jacobian:
         return "auto"
     return "dopri5"
+
+
+def _check_lsoda(flow: str, problem) -> None:
+    """``solver: lsoda`` runs in the compiled loop of the standard flow of a d = 1 law with a density, with the
+    dense Jacobian: refuse anything else before any work, naming the key."""
+    from reluflow.dynamics.flows import StandardFlow
+
+    if flow != "standard":
+        raise ValueError(f"solver: 'lsoda' integrates the standard flow only, not {flow!r} (take 'auto')")
+    field = StandardFlow(problem)
+    if field.compiled() is None:
+        raise ValueError("solver: 'lsoda' needs a d = 1 law with a density on the compiled backend (take 'auto')")
+    if field.structured:
+        raise ValueError(f"solver: 'lsoda' factorizes the dense Jacobian, (3H + 1)^2 per run; at width "
+                         f"{problem.width} take 'auto' or 'rodas4' (the structured factorization)")
 
 
 def evaluate_rows(problem, theta: np.ndarray):
@@ -110,7 +127,12 @@ def integrate(problem, theta0: np.ndarray, settings: FlowSettings, save_times: n
     stiff = dict(factorization=factorization, symmetric_jacobian=field_name == "standard")
     # d = 1 densities: a step's stages with G evaluated in one compiled call (the same numbers, fewer calls)
     compiled = field.compiled() if field_name == "standard" else None
-    if solver == "rodas4":
+    if solver == "lsoda":
+        from reluflow.dynamics.compiled_lsoda import solve_lsoda
+
+        result = solve_lsoda(field.rhs, y0, save_times, field=compiled, rtol=settings.rtol, atol=settings.atol,
+                             max_steps=settings.max_steps, **common)
+    elif solver == "rodas4":
         from reluflow.dynamics.solvers.rosenbrock import solve_rosenbrock
 
         result = solve_rosenbrock(field.rhs, field.jac, y0, save_times, **stiff, field=compiled, **tolerances,

@@ -6,6 +6,8 @@ switch to BDF and keep its Jacobian over many steps."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -197,3 +199,28 @@ def test_chunks_of_the_compiled_loop_change_no_number(monkeypatch):
     for name in ("y", "energy", "n_steps", "n_rejected", "status", "t_final", "n_rhs_run", "n_jac_run"):
         assert np.array_equal(getattr(single, name), getattr(default, name), equal_nan=True), name
     assert single.info["stiff_from_step"] == default.info["stiff_from_step"]
+
+
+def test_configurations_choose_it_and_bad_choices_are_named():
+    """``solver: lsoda`` through :func:`reluflow.simulate` gives the solver's own numbers; for a flow, a law or a
+    width it does not serve, the error names the key before any integration."""
+    from reluflow import simulate
+
+    problem, flow, field, y0 = _setup(AFFINE, runs=3)
+    traj = simulate(problem, y0, flow="standard", solver="lsoda", t_max=100.0, rtol=1e-9, atol=1e-11,
+                    certify=False)
+    direct = solve_lsoda(flow.rhs, y0, traj.time.values, field=field, rtol=1e-9, atol=1e-11, max_steps=200_000,
+                         divergence_bound=1e8)
+    np.testing.assert_array_equal(traj.theta.values, direct.y)
+    np.testing.assert_array_equal(traj.n_rhs.values, direct.n_rhs_run)
+    assert json.loads(traj.attrs["solver_info_json"])["solver"] == "lsoda"
+    assert json.loads(traj.attrs["config_json"])["integrator"]["solver"] == "lsoda"
+    with pytest.raises(ValueError, match="^solver: 'lsoda' integrates the standard flow only"):
+        simulate(problem, y0, flow="normalized", solver="lsoda", t_max=1.0)
+    wide = Problem.from_config({**AFFINE, "network": {"width": 64}})
+    with pytest.raises(ValueError, match="^solver: 'lsoda' factorizes the dense Jacobian"):
+        simulate(wide, np.zeros((1, wide.n_params)) + 0.1, flow="standard", solver="lsoda", t_max=1.0)
+    gaussian = Problem.from_config({"network": {"width": 2, "input_dim": 3}, "measure": {"kind": "gaussian"},
+                                    "target": {"kind": "affine", "slope": [1.0, 0.0, 0.0], "intercept": 0.0}})
+    with pytest.raises(ValueError, match="^solver: 'lsoda' needs a d = 1 law"):
+        simulate(gaussian, np.zeros((1, gaussian.n_params)) + 0.1, flow="standard", solver="lsoda", t_max=1.0)

@@ -18,7 +18,7 @@ from reluflow.model.validation import boolean, check_mapping, check_name, choice
 
 FLOW_KINDS = ("standard", "normalized", "gd")
 FIELDS = ("standard", "normalized")
-SOLVERS = ("auto", "dopri5", "tsit5", "dop853", "rodas4")
+SOLVERS = ("auto", "dopri5", "tsit5", "dop853", "rodas4", "lsoda")
 SPACINGS = ("log", "linear")
 
 #: every flow setting's default (``t_max`` has none: the final time is always the user's choice)
@@ -70,7 +70,8 @@ class FlowSettings:
 
     ``flow``: ``"standard"`` (``Theta' = -G``), ``"normalized"`` (``Theta' = -P G`` on the manifold ``M``) or
     ``"gd"`` (gradient descent with step ``eta`` on the vector field ``field``). ``solver``: ``"auto"``,
-    an explicit pair (``"dopri5"``, ``"tsit5"``, ``"dop853"``) or ``"rodas4"`` (stiff). ``rtol``, ``atol``:
+    an explicit pair (``"dopri5"``, ``"tsit5"``, ``"dop853"``), ``"rodas4"`` (stiff) or ``"lsoda"`` (Adams, then BDF
+    per run once stiff: the standard flow of d = 1 laws with a density below the structured width). ``rtol``, ``atol``:
     local error tolerances; ``gtol``: stop a run once ``|F(Theta)| <= gtol``; ``divergence_bound``: a run
     whose norm passes it has diverged; ``max_steps``: attempted steps per run; ``certify``: polish each final
     state to a certified critical point. ``label`` names the flow in file paths (default: ``flow``).
