@@ -6,9 +6,10 @@ Four benchmarks (``python benchmarks/bench_speed.py [lsoda|overhead|auto|width|a
     N(0, 1) (``bench_flows.py``'s initial states), to t = 1e6. Reference: a Python loop of
     ``scipy.integrate.solve_ivp(method="LSODA")`` over the runs on the augmented system ``(theta, E)`` at rtol
     1e-10, atol 1e-12, with the exact Jacobian (and, with ``--lsoda-fd``, with finite-difference Jacobians: the
-    slower reference of ``bench_flows.py``). Ours: the whole batch with ``auto`` (what ``reluflow.simulate`` uses),
-    ``rodas4``, ``rodas5p`` and ``lsoda`` (LSODA's Adams and BDF methods, batched and compiled:
-    :mod:`reluflow.dynamics.compiled_lsoda`), each at rtol 1e-11 * 10^(k / 6), k = 0 .. 18, up to 1e-8 (atol
+    slower reference of ``bench_flows.py``). Ours: the whole batch with ``lsoda`` (what ``solver: auto`` is for
+    this flow: LSODA's Adams and BDF methods, batched and compiled, :mod:`reluflow.dynamics.compiled_lsoda`),
+    ``switching`` (the Dormand-Prince / Rodas4 pair, ``auto`` for the other flows), ``rodas4`` and ``rodas5p``,
+    each at rtol 1e-11 * 10^(k / 6), k = 0 .. 18, up to 1e-8 (atol
     rtol / 100): work against precision, six tolerances per decade, so that "an equal residual" is met within
     a factor 1.5 of the tolerance rather than the 2 to 2.5 of a 1-2-5 grid.
     Target: ours at least 30x faster at an equal or smaller energy-identity residual
@@ -22,9 +23,11 @@ Four benchmarks (``python benchmarks/bench_speed.py [lsoda|overhead|auto|width|a
     loop (the same bits, asserted) with every argument passed to the vector field and its Jacobian recorded; the
     recorded batches are then evaluated again in a loop through the field's callables (``StandardFlow.rhs``,
     ``StandardFlow.jac``: the problem's compiled kernels), and, for the kernels' own cost, all recorded rows in
-    one call each. Target: solve time at most 3x the loop's.
+    one call each; for ``lsoda`` (compiled only, nothing to record) the same numbers of calls and rows at the
+    initial states. Solvers: ``lsoda``, ``switching``, ``rodas4``. Target: solve time at most 3x the loop's.
 ``auto``: H = 16, 8 runs, sine target ``sin(2 pi x)``, rtol 1e-8, atol 1e-10, to t_max = 10, 1e3, 1e6: ``auto``
-    against ``dopri5`` and ``rodas4``. Target: ``auto`` within 1.5x of the better of the two at each horizon.
+    (``lsoda`` for this flow) against ``dopri5`` and ``rodas4``, and the pair ``switching`` for reference. Target:
+    ``auto`` within 1.5x of the better of ``dopri5`` and ``rodas4`` at each horizon.
     ``dopri5`` to 1e6 is not run (stability-limited, its cost grows like t: ~3e7 steps); its time to 1e3 is a
     lower bound, and already larger than ``rodas4``'s to 1e6.
 ``width``: 8 runs, sine target, rtol 1e-8, to t = 1e5 at H = 64, 256, 1024 with ``rodas4`` (the structured
@@ -61,12 +64,14 @@ from reluflow.dynamics.flows import StandardFlow  # noqa: E402
 from reluflow.dynamics.solvers.explicit import solve_explicit  # noqa: E402
 from reluflow.dynamics.solvers.rosenbrock import RODAS4, DenseShiftedSystem, solve_rosenbrock  # noqa: E402
 from reluflow.dynamics.solvers.switching import solve_switching  # noqa: E402
+from reluflow.simulate import choose_solver  # noqa: E402
 
 # work against precision at the lsoda case: six tolerances per decade from 1e-11 to 1e-8 (the reference's rtol
 # among them)
 OUR_TOLERANCES = tuple(float(f"{1e-11 * 10 ** (k / 6):.3g}") for k in range(19))
 # ours at the lsoda case: "lsoda" is LSODA's pair of methods (reluflow.dynamics.compiled_lsoda)
-OURS = ("auto", "rodas4", "rodas5p", "lsoda")
+# (a configuration's ``solver: auto`` is ``lsoda`` here; ``switching`` is the Dormand-Prince / Rodas4 pair)
+OURS = ("switching", "rodas4", "rodas5p", "lsoda")
 
 SINE = {"kind": "sine", "amplitude": 1.0, "frequency": 6.283185307179586, "phase": 0.0}
 
@@ -93,12 +98,17 @@ def residuals(problem: Problem, theta0, theta_t, energy) -> np.ndarray:
 
 
 def solver(name: str, flow, y0, times, rtol, atol, **options):
-    """A solve of ``flow`` from ``y0`` with ``name`` (``auto``, ``rodas4``, ``rodas5p``, ``dopri5``, ``rodas4-dense``)."""
+    """A solve of ``flow`` from ``y0`` with ``name``: ``auto`` (what a configuration's ``solver: auto`` resolves to
+    for this problem, :func:`reluflow.simulate.choose_solver`: ``lsoda`` for the standard flow of a d = 1 law with a
+    density below the structured width, else the pair), ``switching`` (the Dormand-Prince / Rodas4 pair),
+    ``lsoda``, ``rodas4``, ``rodas5p``, ``dopri5``, ``rodas4-dense``."""
+    if name == "auto":
+        name = "lsoda" if choose_solver("auto", flow.name, float(times[-1]), flow.problem) == "lsoda" else "switching"
     fact = flow.shifted_factorization() if flow.structured and name != "rodas4-dense" else None
     stiff = dict(factorization=fact, symmetric_jacobian=flow.name == "standard")  # as reluflow.simulate does
     compiled = flow.compiled() if flow.name == "standard" and options.pop("compiled", True) else None
     rhs, jac = options.pop("rhs", flow.rhs), options.pop("jac", flow.jac)
-    if name == "auto":
+    if name == "switching":
         return solve_switching(rhs, jac, y0, times, **stiff, field=compiled, rtol=rtol, atol=atol, **options)
     if name == "lsoda":
         return solve_lsoda(rhs, y0, times, field=compiled, rtol=rtol, atol=atol, **options)
@@ -233,9 +243,12 @@ def bench_overhead(args) -> None:
         flow = StandardFlow(problem)
         print(f"\n=== overhead: H = {width}, {theta0.shape[0]} runs, affine target, rtol {rtol:g}, t = {t_max:g};"
               f" {load()} ===")
-        for name in ("auto", "rodas4"):
+        for name in ("lsoda", "switching", "rodas4"):
             solver(name, flow, theta0[:4], [0.0, 1e3], rtol, atol)
             result, wall, cpu = timed(lambda: solver(name, flow, theta0, [0.0, t_max], rtol, atol), args.repeats)
+            if name == "lsoda":
+                lsoda_overhead(flow, theta0, result, wall, cpu, args.repeats)
+                continue
             recorder = recorded_evaluations(name, flow, theta0, [0.0, t_max], rtol, atol, result)
 
             def replay():
@@ -273,6 +286,35 @@ def bench_overhead(args) -> None:
                   f" wall {la_wall:.3f} s; solve / (evaluations + linear algebra): {wall / (loop_wall + la_wall):.2f}x")
 
 
+def lsoda_overhead(flow, theta0, result, wall, cpu, repeats) -> None:
+    """``lsoda`` evaluates G and the Jacobian inside its compiled loop only (no uncompiled twin to record): its
+    tight loop is the same number of calls with the same numbers of rows (the driver's two batched calls at the
+    start, then the loop's, rows spread evenly over its calls), at the initial states."""
+    calls = result.info["calls"]
+    m = theta0.shape[0]
+
+    def batches(rows: int, n_calls: int) -> list[np.ndarray]:
+        sizes = np.full(n_calls, rows // n_calls) + (np.arange(n_calls) < rows % n_calls)
+        return [np.ascontiguousarray(np.resize(theta0, (int(k), theta0.shape[1]))) for k in sizes if k]
+
+    g_batches = [theta0, theta0] + batches(result.n_rhs - 2 * m, calls["rhs"])
+    j_batches = batches(result.n_jac, calls["jac"]) if calls["jac"] else []
+
+    def replay():
+        for y in g_batches:
+            flow.rhs(y)
+        for y in j_batches:
+            flow.jac(y)
+
+    _, loop_wall, loop_cpu = timed(replay, repeats)
+    assert sum(y.shape[0] for y in g_batches) == result.n_rhs and sum(y.shape[0] for y in j_batches) == result.n_jac
+    print(f"  lsoda  : solve wall {wall:.4f} s (CPU {cpu:.4f} s); {len(g_batches)} calls of G ({result.n_rhs} rows) and"
+          f" {len(j_batches)} of the Jacobian ({result.n_jac} rows) in a tight loop: wall {loop_wall:.4f} s"
+          f" (CPU {loop_cpu:.4f} s)")
+    print(f"  => solve / own evaluations: {wall / loop_wall:.2f}x wall, {cpu / loop_cpu:.2f}x CPU (target <= 3x);"
+          f" {describe(result)}")
+
+
 def sine_case(width: int, runs: int = 8, seed: int = 0):
     problem = Problem.from_config({"network": {"width": width}, "target": SINE})
     return problem, np.random.default_rng(seed).standard_normal((runs, problem.n_params))
@@ -283,17 +325,19 @@ def bench_auto(args) -> None:
     flow = StandardFlow(problem)
     rtol, atol = 1e-8, 1e-10
     print(f"\n=== auto: H = 16, 8 runs, sine target, rtol {rtol:g}, atol {atol:g}; {load()} ===")
-    for name in ("auto", "rodas4", "dopri5"):
-        solver(name, flow, theta0, [0.0, 30.0], rtol, atol)  # warm-up through both modes of auto
+    print(f"  (solver: auto is {choose_solver('auto', flow.name, 1e6, problem)} here; switching: the"
+          f" Dormand-Prince / Rodas4 pair, for reference)")
+    for name in ("auto", "switching", "rodas4", "dopri5"):
+        solver(name, flow, theta0, [0.0, 30.0], rtol, atol)  # warm-up through both modes of each
     previous_dopri5 = (np.inf, np.inf)
     for t_max in (10.0, 1e3, 1e6):
         times = {}
-        for name in ("auto", "dopri5", "rodas4"):
+        for name in ("auto", "switching", "dopri5", "rodas4"):
             if name == "dopri5" and t_max > 1e3:
                 continue
             result, wall, cpu = timed(lambda: solver(name, flow, theta0, [0.0, t_max], rtol, atol), args.repeats)
             times[name] = (wall, cpu)
-            print(f"  t_max {t_max:g} {name:7s}: wall {wall:.3f} s, CPU {cpu:.3f} s; {describe(result)}")
+            print(f"  t_max {t_max:g} {name:9s}: wall {wall:.3f} s, CPU {cpu:.3f} s; {describe(result)}")
         if "dopri5" not in times:
             times["dopri5"] = previous_dopri5  # a lower bound: its time to 1e3
             print(f"  t_max {t_max:g} dopri5 : not run; at least its time to 1e3, wall {previous_dopri5[0]:.3f} s")

@@ -145,14 +145,17 @@ def test_per_run_counts_add_up_to_the_calls(solver):
     assert np.all(result.n_rhs_run > 0)
 
 
-def test_counts_are_in_the_trajectory_file():
+@pytest.mark.parametrize(("flow", "solver"), [("standard", "lsoda"), ("normalized", "auto")])
+def test_counts_are_in_the_trajectory_file(flow, solver):
+    """``solver: auto`` (LSODA's pair for the standard flow, the Dormand-Prince / Rodas4 pair for the normalized
+    one): the evaluations per run are in the file, and a run evaluated Jacobians exactly when it turned stiff."""
     problem = sine_problem(2)
     theta0 = np.random.default_rng(8).standard_normal((3, problem.n_params))
-    ds = simulate(problem, theta0, t_max=100.0, certify=False)
+    ds = simulate(problem, theta0, flow=flow, t_max=100.0, certify=False)
     assert ds["n_rhs"].dims == ("run",) and ds["n_jac"].dims == ("run",)
     assert np.all(ds["n_rhs"].values > 0)
     info = json.loads(ds.attrs["solver_info_json"])
-    assert info["solver"] == "auto"
+    assert info["solver"] == solver
     stiff_runs = {int(r) for r in info["stiff_from_step"]}
     assert all((ds["n_jac"].values[r] > 0) == (r in stiff_runs) for r in range(3))
 

@@ -1,5 +1,8 @@
 """LSODA on the compiled d = 1 field: variable-order Adams, then per run the BDF once stiff, batched.
 
+``solver: lsoda``, and what ``solver: auto`` is for the standard flow of a d = 1 law with a density below the
+structured width (:func:`reluflow.simulate.choose_solver`).
+
 Why. At a tight tolerance a small network's solve is bound by its evaluations of ``G``. To ``t = 20`` of the
 benchmark's H = 1 flows (rtol 1e-10) Rodas5P takes about 1,700 evaluations and 200 Jacobians per run, an Adams
 phase about 600 evaluations and none; and some runs then approach a degenerate limit slowly, stiff but limited
@@ -11,8 +14,9 @@ control, each run its own (the kernel is row by row, so a run's numbers are the 
 
 Choices of this package beside LSODA's:
 
-- the switch is one way, Adams to BDF (as ``solver: auto``'s, :mod:`reluflow.dynamics.solvers.switching`,
-  which says why; LSODA switches back when the Adams step would be as long);
+- the switch is one way, Adams to BDF (as the Dormand-Prince / Rodas4 pair's,
+  :mod:`reluflow.dynamics.solvers.switching`, which says why; LSODA switches back when the Adams step would be
+  as long);
 - the Jacobian is the exact one (the compiled kernel), the linear systems ``(1 / (h l_0)) I - J`` are
   factorized by LU with partial pivoting, kept while ``h l_0`` stays within 30 % of its value at the
   factorization and for at most 20 steps (LSODE's ``CCMAX``, ``MSBP``), and renewed after a failed corrector
@@ -124,7 +128,8 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                  restart, switch_record, save_times, divergence_bound, gtol, max_steps, underflow, rec_y, rec_energy, rec_steps,
                  rec_rejected, rec_status, rec_t_final, rec_n_rhs, rec_n_jac, max_iterations, totals):  # fmt: skip
     """Up to ``max_iterations`` step attempts of every run of the first ``m`` (compacted in place as runs stop);
-    returns the number of runs left. ``totals[0], totals[1]``: rows passed to the field and to the Jacobian."""
+    returns the number of runs left. ``totals``: rows passed to the field and to the Jacobian, then the calls of
+    each, accumulated."""
     M, _, N = z.shape
     n = N - 1
     T = save_times.shape[0]
@@ -174,6 +179,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
             if k > 0:
                 _negative_gradient_into(H, arguments, ws, gather[:k], f_out[:k], risk[:k])
                 totals[0] += k
+                totals[2] += 1
             for j in range(k):
                 i = pick[j]
                 n_rhs_run[i] += 1
@@ -272,6 +278,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 if k > 0:
                     _jacobian_rows(gather[:k], H, knots, target_poly, sines, density_poly, nodes, weights, jac_out[:k])
                     totals[1] += k
+                    totals[3] += 1
                     for j in range(k):
                         i = pick[j]
                         n_jac_run[i] += 1
@@ -556,6 +563,7 @@ class LsodaLoop:
         self.arrays: dict[str, np.ndarray] = {}
         self.stiff_from_step: dict[int, int] = {}
         self.switch_record = np.zeros(0, dtype=np.int64)  # per run of the solve: accepted steps at its switch
+        self.calls = np.zeros(2, dtype=np.int64)  # calls of the kernel of G and of the Jacobian's (batches)
 
     @property
     def t(self) -> np.ndarray:
@@ -598,7 +606,7 @@ class LsodaLoop:
         a = self.arrays
         n = a["z"].shape[2] - 1
         atol_row = np.ascontiguousarray(np.broadcast_to(self.atol, (n,)), dtype=float)
-        totals = np.zeros(2, dtype=np.int64)
+        totals = np.zeros(4, dtype=np.int64)
         if self.switch_record.shape[0] != rec.status.shape[0]:
             self.switch_record = np.full(rec.status.shape[0], -1, dtype=np.int64)
         field = self.field
@@ -611,6 +619,7 @@ class LsodaLoop:
             save_times, divergence_bound, gtol, max_steps, underflow, rec.y, rec.energy, rec.n_steps,
             rec.n_rejected, rec.status, rec.t_final, rec.n_rhs, rec.n_jac, int(iterations), totals)
         self.stiff_from_step = {int(run): int(step) for run, step in enumerate(self.switch_record) if step >= 0}
+        self.calls += totals[2:]
         return int(totals[0]), int(totals[1])
 
 
@@ -675,6 +684,7 @@ def solve_lsoda(rhs, y0, save_times, *, field, rtol: float = 1e-8, atol: float =
         "stiff": "bdf (Nordsieck, orders 1-5, chord Newton with the exact Jacobian, LU)",
         "stiffness_detection": {"ratio": STIFF_RATIO, "lipschitz_every": int(lipschitz_every)},
         "stiff_from_step": {str(run): steps for run, steps in sorted(pool.stiff_from_step.items())},
+        "calls": {"rhs": int(pool.calls[0]), "jac": int(pool.calls[1])},
         "rtol": float(rtol),
         "atol": float(atol),
         "max_steps": int(max_steps),

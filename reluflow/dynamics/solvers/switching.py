@@ -1,4 +1,6 @@
-"""``solver: auto``: Dormand-Prince while the step is limited by accuracy, Rodas4 once stability limits it, per run.
+"""Dormand-Prince while the step is limited by accuracy, Rodas4 once stability limits it, per run: ``solver: auto``
+for the flows that :mod:`reluflow.dynamics.compiled_lsoda` does not serve (the normalized flow, wide d = 1
+networks with the structured factorization, d = 2; :func:`reluflow.simulate.choose_solver`).
 
 Why. A gradient flow that settles near a critical point decays slowly along flat directions while its fast
 directions stay fast: an explicit pair is then held at ``|h lambda_max| ~ 3.3`` by stability (its cost grows like
