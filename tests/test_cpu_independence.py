@@ -29,6 +29,7 @@ from reluflow import Problem
 from reluflow.dynamics.flows import StandardFlow
 from reluflow.dynamics.solvers.explicit import solve_explicit
 from reluflow.dynamics.solvers.rosenbrock import solve_rosenbrock
+from reluflow.dynamics.compiled_lsoda import solve_lsoda
 
 problem = Problem.from_config({"network": {"width": 4}, "target": {"kind": "sine", "frequency": 1.0}})
 flow = StandardFlow(problem)
@@ -37,6 +38,7 @@ out = {}
 for name, result in (  # 64 starting steps, each a power: some of them differ between NumPy's two loops
     ("dopri5", solve_explicit(flow.rhs, theta0[:4], [0.0, 1.0, 10.0], tableau="dopri5", rtol=1e-8, atol=1e-10)),
     ("rodas4", solve_rosenbrock(flow.rhs, flow.jac, theta0, [0.0, 1.0, 100.0], rtol=1e-8, atol=1e-10)),
+    ("lsoda", solve_lsoda(flow.rhs, theta0, [0.0, 1.0, 100.0], field=flow.compiled(), rtol=1e-8, atol=1e-10)),
 ):
     out[name + "_y"], out[name + "_steps"] = result.y, result.n_steps
 np.savez(sys.argv[1], **out)
