@@ -61,6 +61,21 @@ def _negative_gradient(H, arguments, theta, out, risk):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def store_jacobian_of_f(gathered, j, jac, i):
+    """``jac[i] = -gathered[j]``: the Jacobian of ``f = -G`` from the kernel's Jacobian of ``G``; returns whether
+    every entry is finite."""
+    n = jac.shape[1]
+    finite = True
+    for p in range(n):
+        for p2 in range(n):
+            v = -gathered[j, p, p2]
+            jac[i, p, p2] = v
+            if not np.isfinite(v):
+                finite = False
+    return finite
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def kernel_workspace(H, arguments):
     """The kernel's scratch arrays for this field (:func:`reluflow.kernels.exact1d_numba.workspace`), for a
     compiled loop that evaluates ``G`` many times: allocated once, they save a fixed cost per call that is half
@@ -207,13 +222,7 @@ def _rosenbrock_chunk(H, arguments, jac_arguments, symmetric, a, c, m_w, e_w, ga
             totals[1] += k
             for j in range(k):
                 i = pick[j]
-                finite = True
-                for p in range(n):
-                    for q2 in range(n):
-                        v = -gathered_jac[j, p, q2]
-                        jac[i, p, q2] = v
-                        if not np.isfinite(v):
-                            finite = False
+                finite = store_jacobian_of_f(gathered_jac, j, jac, i)
                 jac_current[i] = True
                 n_jac_run[i] += 1
                 bad[i] = not finite

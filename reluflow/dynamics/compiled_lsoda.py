@@ -41,7 +41,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from reluflow.dynamics.compiled_field import _negative_gradient_into, _stop, kernel_workspace
+from reluflow.dynamics.compiled_field import _negative_gradient_into, _stop, kernel_workspace, store_jacobian_of_f
 from reluflow.dynamics.solvers.driver import CONTINUE, CONVERGED, DIVERGED, FAILED, FINISHED
 from reluflow.dynamics.solvers.nordsieck import (
     ADAMS_CM,
@@ -282,13 +282,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                     for j in range(k):
                         i = pick[j]
                         n_jac_run[i] += 1
-                        finite = True
-                        for p in range(n):
-                            for p2 in range(n):
-                                v = -jac_out[j, p, p2]
-                                jac[i, p, p2] = v
-                                if not np.isfinite(v):
-                                    finite = False
+                        finite = store_jacobian_of_f(jac_out, j, jac, i)
                         hl0 = h[i] * BDF_EL[q[i] - 1, 0]
                         sig[0] = 1.0 / hl0
                         lu_factor_shifted(jac[i : i + 1], sig, lu[i : i + 1], piv[i : i + 1], ok1)
