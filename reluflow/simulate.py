@@ -47,38 +47,33 @@ def choose_solver(solver: str, flow: str, t_max: float, problem) -> str:
     - ``"dopri5"`` without one (discrete measures).
     """
     if solver == "lsoda":
-        _check_lsoda(flow, problem)
+        refusal = _lsoda_refusal(flow, problem)
+        if refusal is not None:
+            raise ValueError(refusal)
     if solver != "auto":
         return solver
-    if _lsoda_serves(flow, problem):
+    if _lsoda_refusal(flow, problem) is None:
         return "lsoda"
     if flow in ("standard", "normalized") and problem.has_jacobian:
         return "auto"
     return "dopri5"
 
 
-def _lsoda_serves(flow: str, problem) -> bool:
-    """Whether ``solver: lsoda`` can integrate this flow of this problem (:func:`_check_lsoda` says why not)."""
-    try:
-        _check_lsoda(flow, problem)
-    except ValueError:
-        return False
-    return True
-
-
-def _check_lsoda(flow: str, problem) -> None:
-    """``solver: lsoda`` runs in the compiled loop of the standard flow of a d = 1 law with a density, with the
-    dense Jacobian: refuse anything else before any work, naming the key."""
+def _lsoda_refusal(flow: str, problem) -> str | None:
+    """Why ``solver: lsoda`` cannot integrate this flow of this problem (an error message naming the key), or
+    None: it runs in the compiled loop of the standard flow of a d = 1 law with a density, with the dense
+    Jacobian."""
     from reluflow.dynamics.flows import StandardFlow
 
     if flow != "standard":
-        raise ValueError(f"solver: 'lsoda' integrates the standard flow only, not {flow!r} (take 'auto')")
+        return f"solver: 'lsoda' integrates the standard flow only, not {flow!r} (take 'auto')"
     field = StandardFlow(problem)
     if field.compiled() is None:
-        raise ValueError("solver: 'lsoda' needs a d = 1 law with a density on the compiled backend (take 'auto')")
+        return "solver: 'lsoda' needs a d = 1 law with a density on the compiled backend (take 'auto')"
     if field.structured:
-        raise ValueError(f"solver: 'lsoda' factorizes the dense Jacobian, (3H + 1)^2 per run; at width "
-                         f"{problem.width} take 'auto' or 'rodas4' (the structured factorization)")
+        return (f"solver: 'lsoda' factorizes the dense Jacobian, (3H + 1)^2 per run; at width {problem.width} "
+                f"take 'auto' or 'rodas4' (the structured factorization)")
+    return None
 
 
 def evaluate_rows(problem, theta: np.ndarray):

@@ -108,6 +108,15 @@ def _t(meth, q, k):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def _copy_history(src, dst, i, q):
+    """``dst[i, :q + 1] = src[i, :q + 1]``: a run's Nordsieck array, saved before a step and restored after a failed
+    one (the retraction by subtraction of LSODE would not give back the same bits)."""
+    for j in range(q + 1):
+        for c in range(src.shape[2]):
+            dst[i, j, c] = src[i, j, c]
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _change_step(z, i, q, meth, h, rh, rmax, pdlast):
     """LSODE's statement 170 for one run: the ratio ``rh`` capped by ``rmax`` and, for Adams, by the stability
     bound of order ``q``; the array rescaled. Returns the new step and whether the stability bound held it."""
@@ -125,7 +134,7 @@ def _change_step(z, i, q, meth, h, rh, rmax, pdlast):
 @numba.njit(cache=True, error_model="numpy")
 def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipschitz_every, m, rows, z, zsave, q,
                  meth, h, t, sidx, n_acc, n_rej, n_rhs_run, n_jac_run, ialth, rmax, crate, pdest, pdlast, irflag,
-                 icount, kflag, ncf, acor, jac, lu, piv, h_l0_factored, steps_factored, need_jac,
+                 icount, kflag, ncf, acor, lu, piv, h_l0_factored, steps_factored, need_jac,
                  restart, switch_record, save_times, divergence_bound, gtol, max_steps, underflow, rec_y, rec_energy, rec_steps,
                  rec_rejected, rec_status, rec_t_final, rec_n_rhs, rec_n_jac, max_iterations, totals):  # fmt: skip
     """Up to ``max_iterations`` step attempts of every run of the first ``m`` (compacted in place as runs stop);
@@ -248,9 +257,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 for i in range(m):
                     outcome[i] = CONTINUE
                     qi = q[i]
-                    for j in range(qi + 1):
-                        for c in range(N):
-                            zsave[i, j, c] = z[i, j, c]
+                    _copy_history(z, zsave, i, qi)
                     for c in range(n):
                         scale[i, c] = atol_row[c] + rtol * abs(z[i, 0, c])
                     scale[i, n] = atol_energy + rtol * abs(z[i, 0, n])
@@ -283,10 +290,10 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                     for j in range(k):
                         i = pick[j]
                         n_jac_run[i] += 1
-                        finite = store_jacobian_of_f(jac_out, j, jac, i)
+                        finite = store_jacobian_of_f(jac_out, j, jac_out, j)  # J of f, in place
                         hl0 = h[i] * BDF_EL[q[i] - 1, 0]
                         sig[0] = 1.0 / hl0
-                        lu_factor_shifted(jac[i : i + 1], sig, lu[i : i + 1], piv[i : i + 1], ok1)
+                        lu_factor_shifted(jac_out[j : j + 1], sig, lu[i : i + 1], piv[i : i + 1], ok1)
                         if not (finite and ok1[0]):
                             outcome[i] = FAILED
                             phase[i] = _IDLE
@@ -305,15 +312,11 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
             qi = q[i]
             mi = meth[i]
             if phase[i] == _RETRY:
-                for j in range(qi + 1):
-                    for c in range(N):
-                        z[i, j, c] = zsave[i, j, c]
+                _copy_history(zsave, z, i, qi)
                 need_jac[i] = True
                 continue
             if phase[i] != _CONVERGED:  # the corrector failed: back to the old array, a quarter of the step
-                for j in range(qi + 1):
-                    for c in range(N):
-                        z[i, j, c] = zsave[i, j, c]
+                _copy_history(zsave, z, i, qi)
                 n_rej[i] += 1
                 ncf[i] += 1
                 rmax[i] = 2.0
@@ -414,9 +417,7 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 consider_up = True
             else:
                 # ---- the error test failed: back to the old array ----
-                for j in range(qi + 1):
-                    for c in range(N):
-                        z[i, j, c] = zsave[i, j, c]
+                _copy_history(zsave, z, i, qi)
                 n_rej[i] += 1
                 kflag[i] -= 1
                 rmax[i] = 2.0
@@ -534,7 +535,6 @@ def _lsoda_chunk(H, arguments, jac_arguments, rtol, atol_row, atol_energy, lipsc
                 for p in range(n):
                     piv[keep, p] = piv[i, p]
                     for p2 in range(n):
-                        jac[keep, p, p2] = jac[i, p, p2]
                         lu[keep, p, p2] = lu[i, p, p2]
             keep += 1
         m = keep
@@ -556,9 +556,13 @@ class LsodaLoop:
         self.lipschitz_every = int(lipschitz_every)
         self.m = 0
         self.arrays: dict[str, np.ndarray] = {}
-        self.stiff_from_step: dict[int, int] = {}
         self.switch_record = np.zeros(0, dtype=np.int64)  # per run of the solve: accepted steps at its switch
         self.calls = np.zeros(2, dtype=np.int64)  # calls of the kernel of G and of the Jacobian's (batches)
+
+    @property
+    def stiff_from_step(self) -> dict[int, int]:
+        """Each run that switched to BDF: its accepted Adams steps before the switch."""
+        return {int(run): int(step) for run, step in enumerate(self.switch_record) if step >= 0}
 
     @property
     def t(self) -> np.ndarray:
@@ -582,7 +586,7 @@ class LsodaLoop:
             "rmax": np.full(m, 1e4), "crate": np.full(m, 0.7), "pdest": np.zeros(m), "pdlast": np.zeros(m),
             "irflag": np.zeros(m, dtype=np.bool_), "icount": np.full(m, _FIRST_TEST, dtype=np.int64),
             "kflag": zeros_i, "ncf": zeros_i.copy(), "acor": np.zeros((m, 2, N)),
-            "jac": np.zeros((m, n, n)), "lu": np.zeros((m, n, n)), "piv": np.zeros((m, n), dtype=np.int64),
+            "lu": np.zeros((m, n, n)), "piv": np.zeros((m, n), dtype=np.int64),
             "h_l0_factored": np.ones(m), "steps_factored": zeros_i.copy(), "need_jac": np.ones(m, dtype=np.bool_),
             "restart": np.zeros(m, dtype=np.bool_), "z": z,
         }
@@ -610,10 +614,9 @@ class LsodaLoop:
             self.lipschitz_every, self.m, a["rows"], a["z"], a["zsave"], a["q"], a["meth"], a["h"], a["t"],
             a["sidx"], a["n_acc"], a["n_rej"], a["n_rhs"], a["n_jac"], a["ialth"], a["rmax"], a["crate"],
             a["pdest"], a["pdlast"], a["irflag"], a["icount"], a["kflag"], a["ncf"], a["acor"],
-            a["jac"], a["lu"], a["piv"], a["h_l0_factored"], a["steps_factored"], a["need_jac"], a["restart"], self.switch_record,
+            a["lu"], a["piv"], a["h_l0_factored"], a["steps_factored"], a["need_jac"], a["restart"], self.switch_record,
             save_times, divergence_bound, gtol, max_steps, underflow, rec.y, rec.energy, rec.n_steps,
             rec.n_rejected, rec.status, rec.t_final, rec.n_rhs, rec.n_jac, int(iterations), totals)
-        self.stiff_from_step = {int(run): int(step) for run, step in enumerate(self.switch_record) if step >= 0}
         self.calls += totals[2:]
         return int(totals[0]), int(totals[1])
 
